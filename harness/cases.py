@@ -1,0 +1,88 @@
+"""Evaluation cases: seeded (start, goal) pairs drawn from recorded episodes.
+
+Following the published protocol, a case starts at a state of an episode and its
+goal is the state ``goal_offset`` steps later in the same episode, so every goal is
+reachable. Cases depend only on the data and the protocol (never on the model or
+the condition), so every comparison is paired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.protocol import Protocol
+from tasks.data import Episodes
+from tasks.protocol import Task
+
+MAX_DRAWS = 1000  # per case, before giving up on finding an unsolved start
+
+
+class CaseError(ValueError):
+    """The data cannot supply cases for this protocol (user-fixable: more or longer episodes)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One evaluation episode's setup; everything a controller may see comes from rendering it."""
+
+    index: int
+    case_seed: int
+    episode: int
+    start_step: int
+    history_states: np.ndarray  # (h, S): states at start - (h-1)·frameskip, ..., start
+    history_actions: np.ndarray  # (h-1, A_block): recorded action blocks between them
+    goal: np.ndarray  # (S,)
+    recorded_actions: np.ndarray  # (goal_offset, A_env): what the episode did from start to goal
+    start_solved: bool  # the start already met the goal (kept only when not resampling)
+
+    @property
+    def start(self) -> np.ndarray:
+        return self.history_states[-1]
+
+
+def make_cases(task: Task, episodes: Episodes, protocol: Protocol) -> tuple[list[Case], int]:
+    """``protocol.episodes`` cases and how many already-solved starts were redrawn."""
+    history, frameskip, offset = protocol.history, protocol.frameskip, protocol.goal_offset
+    assert history is not None and frameskip is not None, "resolve the protocol against the task first"
+    count, length = episodes.actions.shape[:2]
+    first = (history - 1) * frameskip
+    if length - offset < first:
+        raise CaseError(
+            f"episodes of {length} steps are too short for protocol {protocol.name!r} "
+            f"(goal {offset} steps ahead after {first} steps of history); collect longer episodes (data.steps)"
+        )
+    cases, resampled = [], 0
+    for index in range(protocol.episodes):
+        case_seed = int(np.random.SeedSequence([protocol.case_seed, index]).generate_state(1)[0])
+        rng = np.random.default_rng(case_seed)
+        for _ in range(MAX_DRAWS):
+            episode = int(rng.integers(count))
+            start = int(rng.integers(first, length - offset + 1))
+            states = episodes.states[episode]
+            solved = bool(task.success(states[start], states[start + offset]))
+            if not (solved and protocol.resample_solved):
+                break
+            resampled += 1
+        else:
+            raise CaseError(
+                f"case {index}: no unsolved start found in {MAX_DRAWS} draws; is the goal offset too small?"
+            )
+        steps = range(start - first, start + 1, frameskip)
+        blocks = [episodes.actions[episode, s : s + frameskip].reshape(-1) for s in steps][:-1]
+        width = frameskip * episodes.actions.shape[-1]
+        cases.append(
+            Case(
+                index=index,
+                case_seed=case_seed,
+                episode=episode,
+                start_step=start,
+                history_states=states[list(steps)],
+                history_actions=np.asarray(blocks, dtype=np.float32).reshape(history - 1, width),
+                goal=states[start + offset],
+                recorded_actions=episodes.actions[episode, start : start + offset],
+                start_solved=solved,
+            )
+        )
+    return cases, resampled

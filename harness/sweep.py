@@ -1,0 +1,158 @@
+"""The sweep: expanded trials scheduled by Ray Tune, one GPU (or one CPU slot) each.
+
+Finished trials are recognised by their Parquet file (deterministic trial ids), so
+an interrupted sweep resumed with ``--resume`` runs only what is missing and no
+row is written twice. Ray's FailureConfig retries a trial whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import results
+from harness.config import ConfigError, SweepConfig, expand_trials, set_dotted
+from harness.trial import execute_trial, trial_configs, trial_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep will do, printed before it runs (and all that ``--dry-run`` does)."""
+
+    root: str
+    trials: list[dict[str, Any]]
+    done: list[str]
+    searched: bool  # an Optuna search: trials are proposed as it runs
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t["trial_id"] not in self.done]
+
+    def describe(self, resources: dict[str, float]) -> str:
+        lines = [f"results: {self.root}", f"resources per trial: {resources}"]
+        if self.searched:
+            lines.append(f"search: {len(self.trials)} base trial(s), each searched by Optuna")
+        lines.append(f"trials: {len(self.trials)} ({len(self.done)} finished, {len(self.pending)} to run)")
+        for trial in self.trials:
+            state = "done" if trial["trial_id"] in self.done else "todo"
+            lines.append(f"  [{state}] {trial['trial_id']}")
+        return "\n".join(lines)
+
+
+def results_root(sweep: SweepConfig) -> str:
+    """The results folder as an absolute path (Ray workers run elsewhere), or a filesystem URI."""
+    if "://" in sweep.results_dir:
+        return sweep.results_dir
+    return str(Path(sweep.results_dir).resolve())
+
+
+def plan_sweep(sweep: SweepConfig, device: str = "cpu") -> SweepPlan:
+    root = results_root(sweep)
+    trials = trial_configs(expand_trials(sweep), root, device)
+    done = [t["trial_id"] for t in trials if results.trial_done(root, t["trial_id"])]
+    return SweepPlan(root, trials, done, searched=bool(sweep.search.space))
+
+
+def trial_resources(sweep: SweepConfig, cluster_gpus: float) -> dict[str, float]:
+    """``{cpu, gpu}`` when the cluster has GPUs (and the sweep allows them), ``{cpu}`` otherwise."""
+    policy = sweep.resources.gpu
+    if policy == "require" and cluster_gpus == 0:
+        raise ConfigError("resources.gpu is 'require' but the Ray cluster has no GPUs; use 'auto' to fall back to CPU")
+    if policy == "never" or cluster_gpus == 0:
+        if policy == "auto":
+            log.info("no GPU in the cluster: each trial gets %d CPU slot(s)", sweep.resources.cpu)
+        return {"cpu": sweep.resources.cpu}
+    return {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu_fraction}
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """The Ray Tune function trainable: one trial, reporting progress, then its summary."""
+    import ray
+    from ray import tune
+
+    trial = dict(config["trial"])
+    for key, value in config.get("searched", {}).items():
+        set_dotted(trial, key, value)
+    if "searched" in config:
+        trial["trial_id"] = trial_id(trial)
+    trial["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
+
+    def report(metrics: dict[str, Any]) -> None:
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+
+    started = time.perf_counter()
+    rows = execute_trial(trial, trial["results_root"], report=report)
+    ok = [r for r in rows if r["status"] == "ok"]
+    clean = ok[0] if ok else {}
+    tune.report(
+        {
+            "status_ok": float(bool(ok)),
+            "success_rate": float(clean.get("success_rate", 0.0)),
+            "trial_seconds": time.perf_counter() - started,
+        }
+    )
+
+
+@dataclass
+class SweepOutcome:
+    wall_seconds: float
+    trial_seconds: float  # the sum of trial wall-clocks: wall_seconds minus this is Ray's overhead
+    failed: int
+
+
+def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, verbose: int = 1) -> SweepOutcome:
+    """Run the plan's pending trials on Ray Tune (local Ray when no address is given)."""
+    import ray
+    from ray import tune
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    started = time.perf_counter()
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
+    resources = trial_resources(sweep, ray.cluster_resources().get("GPU", 0))
+    trainable = tune.with_resources(_trainable, resources)
+    run_config = tune.RunConfig(
+        name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage_path=str(Path(plan.root.split("://")[-1], "ray").resolve()) if "://" not in plan.root else None,
+        failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+        verbose=verbose,
+    )
+    if plan.searched:
+        tuner = _search_tuner(sweep, plan, trainable, run_config)
+    else:
+        param_space = {"trial": tune.grid_search(plan.pending)}
+        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config)
+    grid = tuner.fit()
+    frame = grid.get_dataframe()
+    trial_seconds = float(frame["trial_seconds"].sum()) if "trial_seconds" in frame else 0.0
+    failed = sum(1 for result in grid if result.error is not None)
+    return SweepOutcome(time.perf_counter() - started, trial_seconds, failed)
+
+
+def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config):
+    """An Optuna search (through Ray Tune's OptunaSearch) over ``search.space`` for each base trial."""
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {}
+    for key, spec in sweep.search.space.items():
+        (kind, bounds), *_ = spec.items()
+        if kind not in ("uniform", "loguniform"):
+            raise ConfigError(f"search.space.{key}: {kind!r} is not a distribution; use uniform or loguniform")
+        space[key] = getattr(tune, kind)(*bounds)
+    if len(plan.trials) != 1:
+        raise ConfigError("search.space searches one base trial: give one task, one model and one seed")
+    searcher = OptunaSearch(metric=sweep.search.metric, mode=sweep.search.mode)
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": plan.trials[0], "searched": space},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=sweep.search.num_samples),
+        run_config=run_config,
+    )

@@ -1,0 +1,83 @@
+"""The WorldModel contract: the only view of a model that training and planning get.
+
+Shapes: B batch, T time, N tokens per frame, D latent width, A action width
+(one action *block*: frameskip × the env's action_dim, flattened).
+
+A batch from the dataset is a dict of tensors:
+    pixels  (B, T, 3, H, W) float32 in [0, 1]
+    actions (B, T, A)       float32 in [-1, 1]; actions[:, t] moves frame t to t+1
+    states  (B, T, S)       float32 ground truth (probes only; models must not train on it
+                            unless their config says it uses proprioception)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+
+class WorldModel(nn.Module, ABC):
+    """An action-conditioned latent world model."""
+
+    history: int = 1  # frames of context the predictor conditions on when planning
+
+    @abstractmethod
+    def encode(self, pixels: Tensor) -> Tensor:
+        """(B, T, 3, H, W) in [0, 1] -> latents (B, T, N, D)."""
+
+    @abstractmethod
+    def predict(self, z_hist: Tensor, actions: Tensor) -> Tensor:
+        """Teacher-forced one-step prediction.
+
+        z_hist (B, T, N, D) and actions (B, T, A) -> (B, T, N, D), where output t
+        predicts the latent of frame t+1 from frames <= t (causal).
+        """
+
+    @abstractmethod
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training loss: ``{"loss": total, <term>: value, ...}`` (scalars)."""
+
+    @property
+    @abstractmethod
+    def tokens_per_frame(self) -> int:
+        """N: latent tokens per frame (1 for LeWM, patches for DINO-WM)."""
+
+    @property
+    def num_params(self) -> int:
+        """Total parameters, frozen ones included."""
+        return sum(p.numel() for p in self.parameters())
+
+    def rollout(self, z_hist: Tensor, plan: Tensor, past_actions: Tensor | None = None) -> Tensor:
+        """Imagine H steps ahead from the last ``history`` frames.
+
+        z_hist (B, h, N, D); past_actions (B, h-1, A) between those frames (zeros if
+        None); plan (B, H, A) -> predicted latents (B, H, N, D) of frames t+1..t+H.
+        Each step runs the predictor over a window of at most ``history`` frames.
+        """
+        batch, h = z_hist.shape[:2]
+        if past_actions is None:
+            past_actions = plan.new_zeros(batch, h - 1, plan.shape[-1])
+        latents = z_hist
+        actions = torch.cat([past_actions, plan[:, :1]], dim=1)  # (B, h, A)
+        predicted = []
+        for step in range(plan.shape[1]):
+            window = slice(-self.history, None)
+            z_next = self.predict(latents[:, window], actions[:, window])[:, -1:]  # (B, 1, N, D)
+            predicted.append(z_next)
+            latents = torch.cat([latents, z_next], dim=1)
+            if step + 1 < plan.shape[1]:
+                actions = torch.cat([actions, plan[:, step + 1 : step + 2]], dim=1)
+        return torch.cat(predicted, dim=1)
+
+    def prepare(self, dataset: torch.utils.data.Dataset) -> None:
+        """One-off setup from the training data before the training loop (default: none).
+
+        DINO-WM-style models without local pretrained weights pretrain their frozen
+        encoder here; the training loop calls it once, before the first step.
+        """
+
+    def describe(self) -> dict[str, str]:
+        """Free-form facts recorded in the result row (e.g. which encoder weights)."""
+        return {}

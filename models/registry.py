@@ -1,0 +1,29 @@
+"""The model zoo: one line per entry, name -> "module:builder".
+
+A builder is ``build(size: str, image_size: int, action_dim: int, **overrides) -> WorldModel``;
+``size`` picks a preset ("tiny" for CPU tests, "paper" for the published configuration).
+Entries are imported lazily, so the zoo can name baselines without importing them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from models.protocol import WorldModel
+
+MODELS: dict[str, str] = {
+    "lewm": "models.lewm:build",
+    "dino_wm": "baselines.dino_wm:build",
+    "dreamer": "baselines.dreamer:build",
+    "pldm": "baselines.pldm:build",
+}
+
+
+def build_model(name: str, size: str, image_size: int, action_dim: int, **overrides: Any) -> WorldModel:
+    """Build a zoo model by name; unknown names raise with the list of known ones."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    module_name, attr = MODELS[name].split(":")
+    builder = getattr(importlib.import_module(module_name), attr)
+    return builder(size=size, image_size=image_size, action_dim=action_dim, **overrides)

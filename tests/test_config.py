@@ -1,0 +1,82 @@
+"""Sweep files: bad keys and values are named before anything heavy starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError, expand_trials, load_sweep
+from harness.protocol import PRESETS, resolve_protocol
+from harness.trial import trial_id
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
+
+
+def test_every_shipped_sweep_validates():
+    for path in sorted((REPO / "sweeps").glob("*.yaml")):
+        sweep = load_sweep(path)
+        assert expand_trials(sweep), path
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.stepz=3", "train.stepz"),
+        ("train.steps=many", "train.steps"),
+        ("models.0.name=transformer9000", "transformer9000"),
+        ("tasks.0.name=atari", "atari"),
+        ("protocol.preset=lewm_v9", "lewm_v9"),
+        ("planner.name=adam", "planner.name"),
+    ],
+)
+def test_bad_override_names_the_key(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_sweep(QUICKSTART, [override])
+
+
+def test_unknown_key_in_yaml_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(QUICKSTART.read_text() + "\ntrain_steps: 10\n")
+    with pytest.raises(ConfigError, match="train_steps"):
+        load_sweep(bad)
+
+
+def test_missing_sweep_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_sweep(tmp_path / "nope.yaml")
+
+
+def test_cli_exits_2_with_the_key_and_starts_no_ray(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "harness.run", str(QUICKSTART), "train.stepz=3", f"results_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "train.stepz" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ray" not in result.stdout.lower()
+    assert not (tmp_path / "ray").exists()
+
+
+def test_grid_expands_and_trial_ids_are_stable():
+    sweep = load_sweep(QUICKSTART, ["seeds=[0,1,2]", "+search.grid={model.lambda_sigreg: [0.01, 0.1]}"])
+    trials = expand_trials(sweep)
+    assert len(trials) == 3 * 3 * 2  # models × seeds × grid
+    lewm = [t for t in trials if t["model"]["name"] == "lewm"]
+    assert {t["model"]["overrides"]["lambda_sigreg"] for t in lewm} == {0.01, 0.1}
+    ids = [trial_id(t) for t in trials]
+    assert len(set(ids)) == len(ids)
+    assert ids == [trial_id(t) for t in expand_trials(sweep)]
+
+
+def test_protocol_presets_and_overrides():
+    assert resolve_protocol("lewm_v1").goal_offset == 100
+    assert resolve_protocol("lewm_v1").budget == 150
+    custom = resolve_protocol({"preset": "lewm_v3", "episodes": 10})
+    assert custom.split == "train" and custom.episodes == 10
+    assert custom.hash() != PRESETS["lewm_v3"].hash()  # a different episode count is a different protocol
+    assert PRESETS["lewm_v1"].hash() != PRESETS["lewm_v3"].hash()
+    with pytest.raises(ValueError, match="goal_ofset"):
+        resolve_protocol({"preset": "wmbench", "goal_ofset": 3})

@@ -1,0 +1,99 @@
+"""The sweep runner end to end: real Ray Tune, real training, Parquet rows, resume, failures."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from harness import results
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
+
+
+def run_cli(*args: str, env_cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WMBENCH_CACHE": str(env_cache)}
+    return subprocess.run(
+        [sys.executable, "-m", "harness.run", str(TINY), *args, "--no-leaderboard"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    result = run_cli(f"results_dir={out}", env_cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = results.load(str(out))
+    assert sorted(rows["model"].unique()) == ["lewm", "random"]
+    assert len(rows) == 4  # 2 trials × 2 conditions
+    assert set(rows["status"]) == {"ok"}
+    assert set(rows["condition"]) == {"clean", "action_noise=0.2"}
+    assert rows["success_rate"].between(0, 1).all()
+    assert (rows["success_ci_low"] <= rows["success_rate"]).all()
+    assert (rows["episodes"] == 4).all()
+    lewm = rows[rows["model"] == "lewm"].iloc[0]
+    assert lewm["tokens_per_frame"] == 1 and lewm["num_params"] > 0 and lewm["train_steps"] == 15
+    assert lewm["plan_ms_median"] > 0 and lewm["device"].startswith("cpu")
+    for column in ("git_sha", "versions", "config", "protocol", "protocol_hash", "node", "dataset_key"):
+        assert rows[column].str.len().gt(0).all(), column
+    # The file schema is exactly the declared one, and episode rows aggregate to the condition rows.
+    files = sorted((out / "trials").glob("*.parquet"))
+    assert len(files) == 2 and pq.read_schema(files[0]).names == results.CONDITION_SCHEMA.names
+    episodes = results.load(str(out), "episodes")
+    assert len(episodes) == 2 * 2 * 4
+    by_condition = episodes.groupby(["trial_id", "condition"])["success"].mean()
+    for _, row in rows.iterrows():
+        assert by_condition[(row["trial_id"], row["condition"])] == row["success_rate"]
+    # Matched controls: every condition and model ran the same seeded cases.
+    assert episodes.groupby(["trial_id", "condition"])["case_seed"].apply(tuple).nunique() == 1
+    assert not list(out.rglob("*.tmp-*")), "no temp files are left behind"
+
+
+def test_rerun_without_resume_refuses_and_resume_runs_nothing(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    assert run_cli(f"results_dir={out}", env_cache=cache_dir).returncode == 0
+    again = run_cli(f"results_dir={out}", env_cache=cache_dir)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run_cli(f"results_dir={out}", "--resume", env_cache=cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "0 to run" in resumed.stdout
+    assert len(results.load(str(out))) == 4
+
+
+def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    overrides = [f"results_dir={out}", "seeds=[0,1,2]", "train.steps=60"]
+    env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness.run", str(TINY), *overrides, "--no-leaderboard"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "trials").glob("*.parquet")):
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its Ray processes die mid-sweep
+    driver.wait()
+    finished_before = len(list((out / "trials").glob("*.parquet")))
+    assert 1 <= finished_before < 6, "the kill should land mid-sweep"
+    resumed = run_cli(*overrides, "--resume", env_cache=cache_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = results.load(str(out))
+    assert rows["trial_id"].nunique() == 6  # 2 models × 3 seeds
+    assert len(rows) == 12 and not rows.duplicated(["trial_id", "condition"]).any()
+
+
+def test_failing_trial_becomes_a_failed_row_and_the_sweep_goes_on(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    result = run_cli(f"results_dir={out}", "models.0.overrides={no_such_field: 1}", env_cache=cache_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = results.load(str(out))
+    failed = rows[rows["status"] == "failed"]
+    assert list(failed["model"]) == ["lewm"] and "no_such_field" in failed["error"].iloc[0]
+    assert set(rows[rows["status"] == "ok"]["model"]) == {"random"}
+    strict = run_cli(f"results_dir={tmp_path / 'strict'}", "models.0.overrides={no_such_field: 1}", "--strict",
+                     env_cache=cache_dir)  # fmt: skip
+    assert strict.returncode == 1 and "FAILED" in strict.stderr
