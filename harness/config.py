@@ -39,7 +39,7 @@ class TaskSpec:
 class ModelSpec:
     name: str = MISSING
     size: str = "tiny"
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. {lambda_sigreg: 0.1}
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. {sigreg_weight: 0.1}
 
 
 @dataclass
@@ -201,7 +201,7 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """``set_dotted(t, "model.overrides.lambda_sigreg", 0.1)``; model.* keys go to overrides."""
+    """``set_dotted(t, "model.overrides.sigreg_weight", 0.1)``; model.* keys go to overrides."""
     parts = dotted.split(".")
     if parts[0] == "model" and parts[1] not in ("name", "size", "overrides"):
         parts = ["model", "overrides", *parts[1:]]

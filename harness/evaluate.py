@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import zlib
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from harness.protocol import Protocol
 from harness.stats import wilson_interval
 from models.protocol import WorldModel
 from tasks.perturb import Condition
-from tasks.protocol import Task
+from tasks.protocol import Task, planning_guard
 
 
 @dataclass
@@ -193,7 +194,8 @@ def _run_batch(controller, task, cases, protocol, condition, receding) -> list[E
         while steps < budget:
             states = np.stack([env.get_state() for env in envs]) if controller.reads_state else None
             started = time.perf_counter()
-            plan = controller.plan(Observation(condition.observe(history), past_actions, steps, states)).numpy()
+            with nullcontext() if controller.reads_state else planning_guard():
+                plan = controller.plan(Observation(condition.observe(history), past_actions, steps, states)).numpy()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             plan_ms.append((time.perf_counter() - started) * 1e3)

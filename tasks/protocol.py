@@ -8,9 +8,12 @@ in [-1, 1]. Tasks are named in ``TASKS`` and built with :func:`make_task`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -29,8 +32,54 @@ Policy = Callable[[dict[str, np.ndarray]], np.ndarray]
 """Maps one observation dict to one action in [-1, 1]^action_dim."""
 
 
+_PLANNING: ContextVar[bool] = ContextVar("wmbench_planning", default=False)
+
+
+class StateLeakError(RuntimeError):
+    """Planning code read the simulator's true state or success signal."""
+
+
+@contextmanager
+def planning_guard() -> Iterator[None]:
+    """Inside this block any read of true state, success or the simulator raises StateLeakError.
+
+    The evaluator wraps every planning call of a model controller in it, so a planner
+    cannot, even by accident, read what only the evaluator may (DESIGN.md, "Evaluation integrity").
+    """
+    token = _PLANNING.set(True)
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
+
+
+def _guarded(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if _PLANNING.get():
+            raise StateLeakError(
+                f"{method.__qualname__} was called during planning; planners see only pixels and their own actions"
+            )
+        return method(*args, **kwargs)
+
+    return guarded
+
+
+def _guard_methods(cls: type, names: tuple[str, ...]) -> None:
+    for name in names:
+        if name in cls.__dict__:
+            setattr(cls, name, _guarded(cls.__dict__[name]))
+
+
 class TaskEnv(gym.Env):
-    """A Gymnasium env that can also be placed at, and read from, an exact state."""
+    """A Gymnasium env that can also be placed at, and read from, an exact state.
+
+    Every subclass's state access is guarded: it raises inside :func:`planning_guard`.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_methods(cls, ("reset", "step", "set_state", "get_state"))
 
     @abstractmethod
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
@@ -56,6 +105,10 @@ class Task(ABC):
     default_history: ClassVar[int] = 3
     default_frameskip: ClassVar[int] = 5
     episode_steps: ClassVar[int] = 100  # raw env steps per collected episode
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_methods(cls, ("success", "distance", "simulate", "sample_eval_case"))
 
     def __init__(self, image_size: int = 64, **options: Any) -> None:
         self.image_size = image_size

@@ -61,11 +61,11 @@ def test_cli_exits_2_with_the_key_and_starts_no_ray(tmp_path):
 
 
 def test_grid_expands_and_trial_ids_are_stable():
-    sweep = load_sweep(QUICKSTART, ["seeds=[0,1,2]", "+search.grid={model.lambda_sigreg: [0.01, 0.1]}"])
+    sweep = load_sweep(QUICKSTART, ["seeds=[0,1,2]", "+search.grid={model.sigreg_weight: [0.01, 0.1]}"])
     trials = expand_trials(sweep)
     assert len(trials) == 3 * 3 * 2  # models × seeds × grid
     lewm = [t for t in trials if t["model"]["name"] == "lewm"]
-    assert {t["model"]["overrides"]["lambda_sigreg"] for t in lewm} == {0.01, 0.1}
+    assert {t["model"]["overrides"]["sigreg_weight"] for t in lewm} == {0.01, 0.1}
     ids = [trial_id(t) for t in trials]
     assert len(set(ids)) == len(ids)
     assert ids == [trial_id(t) for t in expand_trials(sweep)]

@@ -1,0 +1,148 @@
+"""Planners and evaluation: they reach goals given true dynamics, are deterministic, and never cheat."""
+
+import numpy as np
+import pytest
+import torch
+from einops import rearrange
+
+from harness.cases import make_cases
+from harness.evaluate import ModelController, OracleController, RandomController, run_episodes, summarize
+from harness.plan import CEM, MPPI, LatentCost
+from harness.protocol import Protocol
+from models.protocol import WorldModel
+from tasks.data import collect
+from tasks.perturb import Condition
+from tasks.protocol import StateLeakError, make_task, planning_guard
+from tasks.two_room import AGENT_RGB
+
+
+class TrueDynamicsModel(WorldModel):
+    """A test model whose latent is the agent's true position, read off the pixels, and whose
+    rollout is the simulator itself: a planner given it should plan like the oracle."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task, self.history = task, 1
+        self.units_per_pixel = task.geometry.world_size / task.image_size
+
+    def encode(self, pixels):
+        batch, time = pixels.shape[:2]
+        target = torch.tensor(AGENT_RGB / 255.0, dtype=pixels.dtype).view(1, 1, 3, 1, 1)
+        weight = (-((pixels - target) ** 2).sum(dim=2) * 50).exp()  # (B, T, H, W): soft agent mask
+        rows = torch.arange(pixels.shape[-2], dtype=pixels.dtype) + 0.5
+        cols = torch.arange(pixels.shape[-1], dtype=pixels.dtype) + 0.5
+        total = weight.sum(dim=(-2, -1))
+        x = (weight * cols).sum(dim=(-2, -1)) / total
+        y = (weight * rows[:, None]).sum(dim=(-2, -1)) / total
+        return torch.stack([x, y], dim=-1).view(batch, time, 1, 2) * self.units_per_pixel
+
+    def predict(self, z_hist, actions):
+        states = rearrange(z_hist, "b t n d -> (b t n) d").numpy()
+        raw = rearrange(actions, "b t (f a) -> f (b t) a", a=2).numpy()
+        for action in raw:
+            states = self.task.geometry.step(states, action)  # its own copy of the physics, not the env
+        return torch.from_numpy(states).view(z_hist.shape)
+
+    def loss(self, batch):
+        raise NotImplementedError("a test model with no parameters to train")
+
+    @property
+    def tokens_per_frame(self):
+        return 1
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    task = make_task("two_room", image_size=32)
+    data = collect(task, "expert", episodes=10, seed=7, noise=0.3, cache_dir=tmp_path_factory.mktemp("c"), workers=1,
+                   progress=False)  # fmt: skip
+    protocol = Protocol(episodes=12).resolved(task.default_history, task.default_frameskip)
+    cases, _ = make_cases(task, data, protocol)
+    return task, data, protocol, cases
+
+
+CLEAN = Condition()
+
+
+def run(controller, setup, condition=CLEAN):
+    task, _, protocol, cases = setup
+    return run_episodes(controller, task, cases, protocol, condition, receding=5)
+
+
+def test_cem_on_true_dynamics_reaches_goals_and_beats_random(setup):
+    task = setup[0]
+    planned = summarize(run(ModelController("true", TrueDynamicsModel(task), CEM(100, 5, 10), 5, 5, seed=0), setup))
+    floor = summarize(run(RandomController(5, 10, seed=0), setup))
+    assert planned["success_rate"] >= 0.75
+    assert planned["success_rate"] > floor["success_rate"]
+    assert planned["plan_ms_median"] > 0
+
+
+def test_mppi_and_oracle_reach_goals(setup):
+    task = setup[0]
+    mppi = summarize(run(ModelController("true", TrueDynamicsModel(task), MPPI(100, 5), 5, 5, seed=0), setup))
+    oracle = summarize(run(OracleController(task, CEM(100, 5, 10), 5, 5, seed=0), setup))
+    assert mppi["success_rate"] >= 0.6
+    assert oracle["success_rate"] >= 0.75
+
+
+def test_planning_is_deterministic_for_a_fixed_seed(setup):
+    task = setup[0]
+    outcomes = []
+    for _ in range(2):
+        controller = ModelController("true", TrueDynamicsModel(task), CEM(50, 3, 5), 5, 5, seed=3)
+        results = run(controller, setup, Condition(action_noise=0.2))
+        outcomes.append([(r.success, round(r.final_distance, 6)) for r in results])
+    assert outcomes[0] == outcomes[1]
+
+
+def test_chunked_cost_is_identical_to_unchunked(setup):
+    task = setup[0]
+    model = TrueDynamicsModel(task)
+    z_hist, goal = torch.rand(3, 1, 1, 2) * 40 + 10, torch.rand(3, 1, 2) * 40 + 10
+    past = torch.zeros(3, 0, 10)
+    candidates = torch.rand(3, 20, 5, 10) * 2 - 1
+    whole = LatentCost(model, z_hist, past, goal)(candidates)
+    chunked = LatentCost(model, z_hist, past, goal, chunk=7)(candidates)
+    assert torch.equal(whole, chunked)
+
+
+def test_already_solved_starts_are_resampled_and_counted(setup):
+    task, data = setup[:2]
+    tiny_offset = Protocol(goal_offset=5, episodes=20).resolved(1, 5)
+    cases, resampled = make_cases(task, data, tiny_offset)
+    assert resampled > 0 and not any(case.start_solved for case in cases)
+    kept, none = make_cases(task, data, Protocol(goal_offset=5, episodes=20, resample_solved=False).resolved(1, 5))
+    assert none == 0 and any(case.start_solved for case in kept)
+    assert [c.case_seed for c in cases] == [c.case_seed for c in kept]  # same seeds, only the redraws differ
+
+
+def test_camera_shift_moves_the_view_and_action_noise_is_seeded():
+    frame = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    frame[0, 2, 3] = 255
+    shifted = Condition(camera_shift=2).observe(frame)
+    assert shifted.shape == frame.shape and shifted[0, 4, 5].max() == 255 and shifted[0, 2, 3].max() == 0
+    noisy = Condition(action_noise=0.5)
+    a = noisy.execute(np.zeros(2), np.random.default_rng(1))
+    b = noisy.execute(np.zeros(2), np.random.default_rng(1))
+    assert np.array_equal(a, b) and np.abs(a).max() > 0
+    assert np.array_equal(Condition().execute(np.full(2, 0.3), np.random.default_rng(0)), np.full(2, 0.3, np.float32))
+
+
+class PeekingModel(TrueDynamicsModel):
+    """A model that cheats: its rollout asks the simulator for success (the dino_wm #26 leak)."""
+
+    def predict(self, z_hist, actions):
+        self.task.success(np.zeros(2), np.zeros(2))
+        return super().predict(z_hist, actions)
+
+
+def test_a_planner_that_reads_true_state_raises(setup):
+    task = setup[0]
+    controller = ModelController("peek", PeekingModel(task), CEM(8, 1, 2), 5, 5, seed=0)
+    with pytest.raises(StateLeakError, match="success"):
+        run(controller, setup)
+    env = task.make_env(seed=0)
+    with planning_guard(), pytest.raises(StateLeakError, match="get_state"):
+        env.get_state()
+    env.get_state()  # outside planning, the evaluator reads it freely
