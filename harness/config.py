@@ -50,6 +50,7 @@ class DataSpec:
     noise: float = 0.3  # expert action noise (broadens the state coverage)
     heldout_episodes: int = 50  # a separate collection the held-out cases come from
     seed: int = 0  # data seed (shared by every model and trial seed)
+    workers: int = 1  # collection processes inside a trial (a trial holds one CPU slot by default)
 
 
 @dataclass
@@ -125,7 +126,9 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         raise ConfigError(f"sweep file {str(path)!r} does not exist")
     try:
         with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
-            raw = compose(config_name=path.stem, overrides=list(overrides or []))
+            # "++key=value" adds or sets: whether a key exists is then checked against the schema below.
+            plain = [o if o.startswith(("+", "~")) else f"++{o}" for o in overrides or []]
+            raw = compose(config_name=path.stem, overrides=plain)
         merged = OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
         OmegaConf.resolve(merged)
         sweep: SweepConfig = OmegaConf.to_object(merged)

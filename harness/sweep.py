@@ -71,12 +71,12 @@ def trial_resources(sweep: SweepConfig, cluster_gpus: float) -> dict[str, float]
     return {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu_fraction}
 
 
-def _trainable(config: dict[str, Any]) -> None:
+def _trainable(config: dict[str, Any], trials: dict[str, dict[str, Any]]) -> None:
     """The Ray Tune function trainable: one trial, reporting progress, then its summary."""
     import ray
     from ray import tune
 
-    trial = dict(config["trial"])
+    trial = dict(trials[config["trial_id"]])
     for key, value in config.get("searched", {}).items():
         set_dotted(trial, key, value)
     if "searched" in config:
@@ -117,7 +117,8 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
     resources = trial_resources(sweep, ray.cluster_resources().get("GPU", 0))
-    trainable = tune.with_resources(_trainable, resources)
+    by_id = {trial["trial_id"]: trial for trial in plan.trials}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id), resources)
     run_config = tune.RunConfig(
         name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=str(Path(plan.root.split("://")[-1], "ray").resolve()) if "://" not in plan.root else None,
@@ -127,7 +128,7 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     if plan.searched:
         tuner = _search_tuner(sweep, plan, trainable, run_config)
     else:
-        param_space = {"trial": tune.grid_search(plan.pending)}
+        param_space = {"trial_id": tune.grid_search([trial["trial_id"] for trial in plan.pending])}
         tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config)
     grid = tuner.fit()
     frame = grid.get_dataframe()
@@ -152,7 +153,7 @@ def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config):
     searcher = OptunaSearch(metric=sweep.search.metric, mode=sweep.search.mode)
     return tune.Tuner(
         trainable,
-        param_space={"trial": plan.trials[0], "searched": space},
+        param_space={"trial_id": plan.trials[0]["trial_id"], "searched": space},
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=sweep.search.num_samples),
         run_config=run_config,
     )

@@ -67,13 +67,15 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
     task = make_task(config["task"]["name"], image_size=config["task"]["image_size"], **config["task"]["options"])
     protocol = Protocol(**config["protocol"]).resolved(task.default_history, task.default_frameskip)
     data_cfg = config["data"]
-    data = collect(task, data_cfg["policy"], data_cfg["episodes"], data_cfg["steps"], data_cfg["seed"], data_cfg["noise"])
+
+    def dataset(episodes: int, seed: int):
+        return collect(task, data_cfg["policy"], episodes, data_cfg["steps"], seed, data_cfg["noise"],
+                       workers=data_cfg["workers"], progress=False)  # fmt: skip
+
+    data = dataset(data_cfg["episodes"], data_cfg["seed"])
     source = data
     if protocol.split == "heldout":
-        source = collect(
-            task, data_cfg["policy"], data_cfg["heldout_episodes"], data_cfg["steps"],
-            data_cfg["seed"] + HELDOUT_SEED_OFFSET, data_cfg["noise"],
-        )  # fmt: skip
+        source = dataset(data_cfg["heldout_episodes"], data_cfg["seed"] + HELDOUT_SEED_OFFSET)
     cases, resampled = make_cases(task, source, protocol)
 
     model_cfg, planner_cfg = config["model"], config["planner"]
@@ -83,19 +85,21 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
     )  # fmt: skip
     train_fields: dict[str, Any] = {}
     if model_cfg["name"] == "random":
-        controller: Controller = RandomController(planner_cfg["horizon"], protocol.frameskip * task.action_dim, config["seed"])
+        controller: Controller = RandomController(
+            planner_cfg["horizon"], protocol.frameskip * task.action_dim, config["seed"]
+        )
         describe = {"encoder": "none"}
     elif model_cfg["name"] == "oracle":
         controller = OracleController(task, optimizer, planner_cfg["horizon"], protocol.frameskip, config["seed"])
         describe = {"encoder": controller.kind}
     else:
-        train_cfg = TrainConfig(**{**config["train"], "seed": config["seed"]})
-        windows = WindowDataset(data, num_frames=config["train"]["num_frames"], frameskip=protocol.frameskip)
+        train = dict(config["train"])
+        windows = WindowDataset(data, num_frames=train.pop("num_frames"), frameskip=protocol.frameskip)
+        overrides = {"history": protocol.history, **model_cfg["overrides"]}  # planning context = training context
         model, stats = load_or_train(
             model_cfg["name"], model_cfg["size"], task.image_size, protocol.frameskip * task.action_dim,
-            model_cfg["overrides"], windows, data.key, train_cfg, device, log_fn=report,
+            overrides, windows, data.key, TrainConfig(**train, seed=config["seed"]), device, log_fn=report,
         )  # fmt: skip
-        model.history = protocol.history
         controller = ModelController(
             model_cfg["name"], model, optimizer, planner_cfg["horizon"], planner_cfg["receding"], config["seed"],
             device, planner_cfg["chunk"],
@@ -150,15 +154,18 @@ def execute_trial(config: dict[str, Any], root: str, report: Report | None = Non
     except Exception as error:  # noqa: BLE001 - a sweep records every failure and goes on
         log.exception("trial %s failed", config["trial_id"])
         protocol = Protocol(**config["protocol"])
-        condition_rows, episode_rows = [
-            {
-                **_identity(config, protocol),
-                "status": "failed",
-                "error": f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}",
-                "started_at": started,
-                "finished_at": datetime.now(UTC),
-            }
-        ], []
+        condition_rows, episode_rows = (
+            [
+                {
+                    **_identity(config, protocol),
+                    "status": "failed",
+                    "error": f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=5)}",
+                    "started_at": started,
+                    "finished_at": datetime.now(UTC),
+                }
+            ],
+            [],
+        )
     results.write_trial(root, config["trial_id"], condition_rows, episode_rows)
     return condition_rows
 
@@ -257,4 +264,3 @@ def peak_memory_mb(device: torch.device) -> float:
 def trial_configs(trials: list[dict[str, Any]], root: str, device: str) -> list[dict[str, Any]]:
     """Stamp each expanded trial with its id, results root and device."""
     return [{**trial, "trial_id": trial_id(trial), "results_root": root, "device": device} for trial in trials]
-

@@ -1,0 +1,137 @@
+"""Linear probes: how much of the true state a frozen model's latents hold, read out linearly.
+
+LeWM's paper probes agent and block positions linearly from the latent (REFERENCE.md,
+"Probes"). Here a ridge regression maps the frozen latents of one frame to its
+ground-truth state; its penalty is chosen on a validation slice of the training frames,
+and R² (with Pearson r beside it) is measured on held-out frames, which the caller
+should draw from held-out episodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from models.protocol import WorldModel
+
+ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # ridge penalties tried, relative to the sample count
+VALIDATION_FRACTION = 0.2
+
+
+@torch.no_grad()
+def frozen_features(
+    model: WorldModel,
+    data: torch.utils.data.Dataset | Iterable[dict[str, Tensor]],
+    device: torch.device | str,
+    batch_size: int = 64,
+    max_frames: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latents and states of every frame: features (F, N·D) and states (F, S), with the model in eval mode.
+
+    ``data`` is a Dataset of windows (pixels (T, 3, H, W), states (T, S)) or an iterable of
+    such batches with a leading batch dim.
+    """
+    if isinstance(data, torch.utils.data.Dataset):
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    features, states, frames = [], [], 0
+    for batch in data:
+        z = model.encode(batch["pixels"].to(device)).float()  # (B, T, N, D)
+        features.append(rearrange(z, "b t n d -> (b t) (n d)").cpu().numpy())
+        states.append(rearrange(batch["states"], "b t s -> (b t) s").float().numpy())
+        frames += len(features[-1])
+        if max_frames is not None and frames >= max_frames:
+            break
+    model.train(was_training)
+    features_array, states_array = np.concatenate(features), np.concatenate(states)
+    if max_frames is not None:
+        features_array, states_array = features_array[:max_frames], states_array[:max_frames]
+    return features_array.astype(np.float64), states_array.astype(np.float64)
+
+
+class Ridge:
+    """Ridge regression on standardised features, closed form (dual form when features outnumber samples)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Ridge:
+        """x (n, p), y (n, s)."""
+        self.x_mean, self.x_std = x.mean(0), x.std(0) + 1e-8
+        self.y_mean = y.mean(0)
+        xs, yc = (x - self.x_mean) / self.x_std, y - self.y_mean
+        n, p = xs.shape
+        penalty = self.alpha * n
+        if p <= n:
+            self.weights = np.linalg.solve(xs.T @ xs + penalty * np.eye(p), xs.T @ yc)  # (p, s)
+        else:
+            self.weights = xs.T @ np.linalg.solve(xs @ xs.T + penalty * np.eye(n), yc)  # (p, s)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n, p) -> (n, s)."""
+        return ((x - self.x_mean) / self.x_std) @ self.weights + self.y_mean
+
+
+def r2_per_dim(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per column, against the held-out mean."""
+    residual = ((y_true - y_pred) ** 2).sum(0)
+    total = ((y_true - y_true.mean(0)) ** 2).sum(0)
+    return 1.0 - residual / np.maximum(total, 1e-12)
+
+
+def pearson_per_dim(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Pearson correlation per column (the paper's probe figure)."""
+    a, b = y_true - y_true.mean(0), y_pred - y_pred.mean(0)
+    return (a * b).sum(0) / np.maximum(np.sqrt((a**2).sum(0) * (b**2).sum(0)), 1e-12)
+
+
+def fit_probe(
+    train_x: np.ndarray, train_y: np.ndarray, alphas: Sequence[float] = ALPHAS
+) -> tuple[Ridge, float, dict[float, float]]:
+    """A ridge probe whose alpha maximises mean R² on the last 20% of the training rows, refit on all of them."""
+    cut = int(len(train_x) * (1 - VALIDATION_FRACTION))
+    if cut < 2 or cut == len(train_x):
+        raise ValueError(f"a probe needs at least 5 training frames to hold out a validation slice, got {len(train_x)}")
+    scores = {}
+    for alpha in alphas:
+        ridge = Ridge(alpha).fit(train_x[:cut], train_y[:cut])
+        scores[alpha] = float(r2_per_dim(train_y[cut:], ridge.predict(train_x[cut:])).mean())
+    best = max(scores, key=scores.get)
+    return Ridge(best).fit(train_x, train_y), best, scores
+
+
+def probe(
+    model: WorldModel,
+    train_data: torch.utils.data.Dataset | Iterable[dict[str, Tensor]],
+    test_data: torch.utils.data.Dataset | Iterable[dict[str, Tensor]],
+    device: torch.device | str,
+    state_dims: Sequence[int] | None = None,
+    max_frames: int | None = 20_000,
+) -> dict[str, float | list[float]]:
+    """Linear-probe R² from the frozen latents to the true state, fitted on ``train_data``, scored on ``test_data``.
+
+    Returns ``r2`` (mean over state dims), ``r2_per_dim``, ``pearson_r`` per dim, ``mse``
+    (on the state's own scale), the chosen ``alpha`` and the frame counts.
+    """
+    train_x, train_y = frozen_features(model, train_data, device, max_frames=max_frames)
+    test_x, test_y = frozen_features(model, test_data, device, max_frames=max_frames)
+    if state_dims is not None:
+        train_y, test_y = train_y[:, list(state_dims)], test_y[:, list(state_dims)]
+    ridge, alpha, _ = fit_probe(train_x, train_y)
+    predicted = ridge.predict(test_x)
+    r2 = r2_per_dim(test_y, predicted)
+    return {
+        "r2": float(r2.mean()),
+        "r2_per_dim": r2.tolist(),
+        "pearson_r": pearson_per_dim(test_y, predicted).tolist(),
+        "mse": float(((test_y - predicted) ** 2).mean()),
+        "alpha": alpha,
+        "train_frames": len(train_x),
+        "test_frames": len(test_x),
+    }

@@ -1,0 +1,385 @@
+"""Two-Room: a point agent in a square world split by a wall with one door (PLDM, LeWM).
+
+The world is ``world_size`` units square (default 64), x to the right and y down the
+image. A vertical wall of ``wall_thickness`` stands at the centre; a door of
+``door_width`` opens it around ``door_center``. The state is the agent's (x, y); an
+action in [-1, 1]^2 is a velocity, scaled by ``max_speed`` units per step. The agent is
+a disc of ``agent_radius``: the wall and the world's border stop the disc, and it slides
+along them. Success is being within ``success_radius`` of the goal; the default is
+LeWM's 16 units at 224 px, scaled to this world (16 / 224 of its width).
+
+One batched NumPy implementation of the dynamics (:meth:`TwoRoomGeometry.step`) serves
+the env, :meth:`TwoRoom.simulate` (the oracle planner) and data collection, and one
+batched renderer draws every frame, so frames come at thousands per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+
+from tasks.protocol import Task, TaskEnv
+
+FLOOR_RGB = np.array([236, 236, 228], dtype=np.float32)
+WALL_RGB = np.array([70, 70, 80], dtype=np.float32)
+AGENT_RGB = np.array([220, 50, 40], dtype=np.float32)
+
+
+def _float32(value: float) -> float:
+    return float(np.float32(value))
+
+
+def _clip(values: np.ndarray, low: Any, high: Any) -> np.ndarray:
+    """np.clip without its per-call overhead, which dominates on the small arrays of one env step."""
+    return np.minimum(np.maximum(values, low), high)
+
+
+@dataclass(frozen=True)
+class TwoRoomGeometry:
+    """The world's layout and motion limits, in world units."""
+
+    world_size: float = 64.0
+    wall_thickness: float = 2.0
+    door_center: float = 32.0  # y of the door's middle
+    door_width: float = 12.0
+    agent_radius: float = 2.0
+    max_speed: float = 1.0  # units per step for an action of 1 on an axis
+
+    def __post_init__(self) -> None:
+        if not self.world_size > 0:
+            raise ValueError(f"world_size must be positive, got {self.world_size}")
+        if not self.max_speed > 0:
+            raise ValueError(f"max_speed must be positive units per step, got {self.max_speed}")
+        if not 0 < self.agent_radius < self.world_size / 8:
+            raise ValueError(f"agent_radius must lie in (0, world_size / 8), got {self.agent_radius}")
+        if not 0 <= self.wall_thickness < self.world_size / 4:
+            raise ValueError(f"wall_thickness must lie in [0, world_size / 4), got {self.wall_thickness}")
+        if not 2 * self.agent_radius < self.door_width:
+            raise ValueError(
+                f"door_width must exceed the agent's diameter {2 * self.agent_radius}, got {self.door_width}"
+            )
+        half_door = self.door_width / 2
+        if not half_door <= self.door_center <= self.world_size - half_door:
+            raise ValueError(f"door_center must keep the door inside [0, {self.world_size}], got {self.door_center}")
+
+    # The disc's centre moves in the world shrunk by its radius: the wall grows by the
+    # radius on each side and the door narrows by it, so collisions are tests on a point.
+    # Limits are rounded to float32, the state's type, so a state clamped to a limit
+    # compares with it exactly.
+    @cached_property
+    def low(self) -> float:
+        return _float32(self.agent_radius)
+
+    @cached_property
+    def high(self) -> float:
+        return _float32(self.world_size - self.agent_radius)
+
+    @cached_property
+    def wall_left(self) -> float:
+        """Largest x of the left room's free space."""
+        return _float32((self.world_size - self.wall_thickness) / 2 - self.agent_radius)
+
+    @cached_property
+    def wall_right(self) -> float:
+        """Smallest x of the right room's free space."""
+        return _float32((self.world_size + self.wall_thickness) / 2 + self.agent_radius)
+
+    @cached_property
+    def door_low(self) -> float:
+        return _float32(self.door_center - self.door_width / 2 + self.agent_radius)
+
+    @cached_property
+    def door_high(self) -> float:
+        return _float32(self.door_center + self.door_width / 2 - self.agent_radius)
+
+    def in_wall(self, states: np.ndarray) -> np.ndarray:
+        """Whether each (x, y) in ``states`` (N, 2) would put the disc into the wall."""
+        x, y = states[..., 0], states[..., 1]
+        in_slab = (x > self.wall_left) & (x < self.wall_right)
+        return in_slab & ((y < self.door_low) | (y > self.door_high))
+
+    def in_bounds(self, states: np.ndarray) -> np.ndarray:
+        """Whether each (x, y) keeps the disc inside the world's border."""
+        return np.all((states >= self.low) & (states <= self.high), axis=-1)
+
+    def step(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """One step of motion for a batch: states (N, 2), actions (N, 2) in [-1, 1] -> (N, 2) float32.
+
+        The move is taken along x, then along y. Along x the disc stops at the wall's
+        face unless it is level with the door; along y, inside the doorway, it stops
+        at the door's jambs. Both legs are exact for any speed, so the disc never
+        tunnels through the wall, and a state in free space stays in free space.
+        """
+        position = np.asarray(states, dtype=np.float32).astype(np.float64)
+        velocity = _clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0).astype(np.float64) * self.max_speed
+        x, y = position[:, 0], position[:, 1]
+        through_door = (y >= self.door_low) & (y <= self.door_high)
+
+        # Leg 1, along x: a disc not level with the door stops at the wall face it meets.
+        new_x = _clip(x + velocity[:, 0], self.low, self.high)
+        hits_from_left = ~through_door & (x <= self.wall_left) & (new_x > self.wall_left)
+        hits_from_right = ~through_door & (x >= self.wall_right) & (new_x < self.wall_right)
+        new_x = np.where(hits_from_left, self.wall_left, new_x)
+        new_x = np.where(hits_from_right, self.wall_right, new_x)
+
+        # Leg 2, along y: inside the doorway the jambs bound y.
+        new_y = _clip(y + velocity[:, 1], self.low, self.high)
+        in_doorway = (new_x > self.wall_left) & (new_x < self.wall_right)
+        new_y = np.where(in_doorway, _clip(new_y, self.door_low, self.door_high), new_y)
+        next_states = np.empty((len(new_x), 2), dtype=np.float32)  # (N, 2)
+        next_states[:, 0], next_states[:, 1] = new_x, new_y
+        return next_states
+
+    def sample_free(self, rng: np.random.Generator, count: int | None = None) -> np.ndarray:
+        """Uniform positions inside the two rooms (not in the doorway): (2,) or (count, 2) float32."""
+        n = 1 if count is None else count
+        left = rng.random(n) < 0.5
+        x_low = np.where(left, self.low, self.wall_right)
+        x_high = np.where(left, self.wall_left, self.high)
+        x = rng.uniform(x_low, x_high)
+        y = rng.uniform(self.low, self.high, n)
+        states = np.stack([x, y], axis=-1).astype(np.float32)
+        return states[0] if count is None else states
+
+
+class TwoRoomRenderer:
+    """Draws (N, 2) states as (N, S, S, 3) uint8 frames: floor, wall, anti-aliased agent disc.
+
+    The background is drawn once; each frame copies it and blends the disc into the
+    small square of pixels it can touch, so the cost per frame barely grows with S.
+    """
+
+    def __init__(self, geometry: TwoRoomGeometry, image_size: int) -> None:
+        self.geometry = geometry
+        self.image_size = image_size
+        self.units_per_pixel = geometry.world_size / image_size
+        self.radius_pixels = geometry.agent_radius / self.units_per_pixel
+        self.patch = int(np.ceil(2 * self.radius_pixels)) + 3  # pixels per side the disc can touch
+        self.background_uint8 = (self.background + 0.5).astype(np.uint8)
+
+    @cached_property
+    def background(self) -> np.ndarray:
+        """The floor and wall, (S, S, 3) float32, with the wall's edges anti-aliased by 4×4 supersampling."""
+        g, size, supersample = self.geometry, self.image_size, 4
+        fine = (np.arange(size * supersample) + 0.5) * g.world_size / (size * supersample)
+        x, y = np.meshgrid(fine, fine)  # (S*4, S*4), rows are y
+        slab = np.abs(x - g.world_size / 2) < g.wall_thickness / 2
+        door = np.abs(y - g.door_center) < g.door_width / 2
+        wall = (slab & ~door).astype(np.float32)
+        coverage = wall.reshape(size, supersample, size, supersample).mean(axis=(1, 3))[..., None]
+        return FLOOR_RGB * (1 - coverage) + WALL_RGB * coverage
+
+    def __call__(self, states: np.ndarray) -> np.ndarray:
+        states = np.asarray(states, dtype=np.float32).reshape(-1, 2)
+        count, size = len(states), self.image_size
+        centre = states / self.units_per_pixel  # (N, 2) in pixel units, pixel i spans [i, i + 1)
+        offsets = np.arange(self.patch)
+        first = np.floor(centre - self.patch / 2).astype(np.int64) + 1  # (N, 2) patch corner
+        cols = _clip(first[:, 0, None] + offsets, 0, size - 1)  # (N, P)
+        rows = _clip(first[:, 1, None] + offsets, 0, size - 1)  # (N, P)
+        dx = cols[:, None, :] + 0.5 - centre[:, 0, None, None]  # (N, 1, P)
+        dy = rows[:, :, None] + 0.5 - centre[:, 1, None, None]  # (N, P, 1)
+        # Coverage of each pixel by the disc, linear over one pixel across its edge.
+        alpha = _clip(self.radius_pixels - np.sqrt(dx * dx + dy * dy) + 0.5, 0.0, 1.0)[..., None]  # (N, P, P, 1)
+        under = self.background[rows[:, :, None], cols[:, None, :]]  # (N, P, P, 3)
+        patch = (under * (1 - alpha) + AGENT_RGB * alpha + 0.5).astype(np.uint8)
+        frames = np.repeat(self.background_uint8[None], count, axis=0)  # (N, S, S, 3)
+        frames[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]] = patch
+        return frames
+
+
+class TwoRoomEnv(TaskEnv):
+    """The Two-Room world as a Gymnasium env; reset draws a uniform start in either room.
+
+    Episodes never end by themselves (no goal lives in the env); the caller sets the length.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, geometry: TwoRoomGeometry, image_size: int) -> None:
+        self.geometry = geometry
+        self.renderer = TwoRoomRenderer(geometry, image_size)
+        self.render_mode = "rgb_array"
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
+                "state": gym.spaces.Box(0.0, geometry.world_size, shape=(2,), dtype=np.float32),
+            }
+        )
+        self._state = np.full(2, geometry.world_size / 4, dtype=np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start at ``options["state"]`` when given, else at a uniform free position."""
+        super().reset(seed=seed)
+        if options and options.get("state") is not None:
+            return self.set_state(options["state"]), {}
+        self._state = self.geometry.sample_free(self.np_random)
+        return self._get_obs(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (2,):
+            raise ValueError(f"action must have shape (2,) with values in [-1, 1], got shape {action.shape}")
+        self._state = self.geometry.step(self._state[None], action[None])[0]
+        return self._get_obs(), 0.0, False, False, {}
+
+    def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        state = np.asarray(state, dtype=np.float32)
+        if state.shape != (2,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"state must be a finite (x, y) pair, got {state!r}")
+        if not self.geometry.in_bounds(state) or self.geometry.in_wall(state):
+            raise ValueError(
+                f"state {state.tolist()} puts the agent outside the free space: x and y must lie in "
+                f"[{self.geometry.low}, {self.geometry.high}] and x outside "
+                f"({self.geometry.wall_left}, {self.geometry.wall_right}) unless y is in the door "
+                f"[{self.geometry.door_low}, {self.geometry.door_high}]"
+            )
+        self._state = state.copy()
+        return self._get_obs()
+
+    def get_state(self) -> np.ndarray:
+        return self._state.copy()
+
+    def render(self) -> np.ndarray:
+        return self.render_pixels()
+
+    def _get_obs(self) -> dict[str, np.ndarray]:
+        return {"pixels": self.renderer(self._state)[0], "state": self._state.copy()}
+
+
+class TwoRoomExpert:
+    """Scripted expert: through the door when the target is in the other room, then to the target.
+
+    The target is drawn at the first call, in the other room with probability
+    ``cross_probability``, else in the agent's own room; it is exposed as ``goal`` so
+    collection can report how often the expert gets there. The action steers at the
+    current waypoint (saturating at full speed), plus Gaussian noise of std ``noise``.
+    """
+
+    def __init__(
+        self, geometry: TwoRoomGeometry, rng: np.random.Generator, noise: float, cross_probability: float
+    ) -> None:
+        self.geometry = geometry
+        self.rng = rng
+        self.noise = noise
+        self.cross_probability = cross_probability
+        self.goal: np.ndarray | None = None
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        g = self.geometry
+        position = np.asarray(obs["state"], dtype=np.float32)
+        if self.goal is None:
+            self.goal = self._draw_goal(position)
+        action = _clip((self._waypoint(position) - position) / g.max_speed, -1.0, 1.0)
+        if self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, 2)
+        return _clip(action, -1.0, 1.0).astype(np.float32)
+
+    def _draw_goal(self, position: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        starts_left = position[0] < g.world_size / 2
+        goes_left = starts_left != (self.rng.random() < self.cross_probability)
+        x_range = (g.low, g.wall_left) if goes_left else (g.wall_right, g.high)
+        return np.array([self.rng.uniform(*x_range), self.rng.uniform(g.low, g.high)], dtype=np.float32)
+
+    def _waypoint(self, position: np.ndarray) -> np.ndarray:
+        g = self.geometry
+        margin = g.max_speed  # stand one step clear of the wall before entering the doorway
+        x = position[0]
+        goal_left = self.goal[0] < g.world_size / 2
+        if (goal_left and x <= g.wall_left) or (not goal_left and x >= g.wall_right):
+            return self.goal
+        exit_point = np.array([g.wall_left - margin if goal_left else g.wall_right + margin, g.door_center])
+        if g.wall_left < x < g.wall_right:  # inside the doorway: straight through
+            return exit_point.astype(np.float32)
+        entry = np.array([g.wall_right + margin if goal_left else g.wall_left - margin, g.door_center])
+        if np.linalg.norm(entry - position) <= margin:
+            return exit_point.astype(np.float32)
+        return entry.astype(np.float32)
+
+
+class TwoRoom(Task):
+    """Two-Room navigation: reach a goal position, often through the door to the other room."""
+
+    name = "two_room"
+    version = "1"
+    action_dim = 2
+    state_dim = 2
+    default_history = 1  # LeWM: history 1 on Two-Room
+    default_frameskip = 5  # LeWM
+    episode_steps = 100  # LeWM's Two-Room episodes run ~92 steps
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        success_radius: float = 16 / 224 * 64,  # LeWM: "within 16 units" at 224 px, scaled to 64 units
+        max_speed: float = 1.0,
+        door_width: float = 12.0,
+        door_center: float = 32.0,
+        wall_thickness: float = 2.0,
+        agent_radius: float = 2.0,
+        expert_cross_probability: float = 0.8,
+    ) -> None:
+        if not (isinstance(image_size, int) and image_size >= 8):
+            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+        if not success_radius > 0:
+            raise ValueError(f"success_radius must be positive world units, got {success_radius}")
+        if not 0 <= expert_cross_probability <= 1:
+            raise ValueError(f"expert_cross_probability must lie in [0, 1], got {expert_cross_probability}")
+        options = {
+            "success_radius": float(success_radius),
+            "max_speed": float(max_speed),
+            "door_width": float(door_width),
+            "door_center": float(door_center),
+            "wall_thickness": float(wall_thickness),
+            "agent_radius": float(agent_radius),
+            "expert_cross_probability": float(expert_cross_probability),
+        }
+        super().__init__(image_size=image_size, **options)
+        self.success_radius = options["success_radius"]
+        self.expert_cross_probability = options["expert_cross_probability"]
+        self.geometry = TwoRoomGeometry(
+            max_speed=options["max_speed"],
+            door_width=options["door_width"],
+            door_center=options["door_center"],
+            wall_thickness=options["wall_thickness"],
+            agent_radius=options["agent_radius"],
+        )
+
+    def make_env(self, seed: int | None = None) -> TwoRoomEnv:
+        env = TwoRoomEnv(self.geometry, self.image_size)
+        if seed is not None:
+            env.reset(seed=seed)
+        return env
+
+    def expert(self, rng: np.random.Generator, noise: float = 0.0) -> TwoRoomExpert:
+        return TwoRoomExpert(self.geometry, rng, noise, self.expert_cross_probability)
+
+    @cached_property
+    def renderer(self) -> TwoRoomRenderer:
+        return TwoRoomRenderer(self.geometry, self.image_size)
+
+    def render(self, states: np.ndarray) -> np.ndarray:
+        """Frames for a batch of states without an env, e.g. goal images: (N, 2) -> (N, H, W, 3) uint8."""
+        return self.renderer(states)
+
+    def success(self, state: np.ndarray, goal: np.ndarray) -> bool:
+        return self.distance(state, goal) <= self.success_radius
+
+    def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
+        return float(np.linalg.norm(np.asarray(state, dtype=np.float64) - np.asarray(goal, dtype=np.float64)))
+
+    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Start and goal drawn uniformly in the rooms; a start already at the goal is left to the harness."""
+        start, goal = self.geometry.sample_free(rng, 2)
+        return start, goal
+
+    def simulate(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        return self.geometry.step(states, actions)
