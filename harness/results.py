@@ -52,12 +52,16 @@ CONDITION_SCHEMA = pa.schema(
         ("protocol", pa.string()),  # resolved protocol as JSON
         ("protocol_hash", pa.string()),
         ("dataset_key", pa.string()),
+        ("data_policy", pa.string()),  # how the training data was collected, e.g. "expert(noise=0.3)"
+        ("data_policy_success", pa.float64()),  # that policy's measured success rate on its own goals
+        ("case_split", pa.string()),  # "heldout" | "train": where the evaluation cases came from
         ("encoder", pa.string()),  # model.describe(): which weights the encoder has
         ("node", pa.string()),
         ("device", pa.string()),
         ("peak_mem_mb", pa.float64()),
         ("git_sha", pa.string()),
         ("versions", pa.string()),  # JSON: package -> version
+        ("packages_hash", pa.string()),  # hash of the whole installed package set
         ("command", pa.string()),
         ("started_at", pa.timestamp("us", tz="UTC")),
         ("finished_at", pa.timestamp("us", tz="UTC")),

@@ -134,6 +134,9 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
                 "camera_shift": condition.camera_shift,
                 "solved_starts_resampled": resampled,
                 "dataset_key": data.key,
+                "data_policy": f"{data_cfg['policy']}(noise={data_cfg['noise']:g})",
+                "data_policy_success": data.info.get("policy_success_rate"),
+                "case_split": protocol.split,
                 "encoder": describe.get("encoder", ""),
                 "started_at": started,
                 "finished_at": datetime.now(UTC),
@@ -185,6 +188,7 @@ def _identity(config: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
         "device": device_name(torch.device(config.get("device", "cpu"))),
         "git_sha": git_sha(),
         "versions": json.dumps(versions(), sort_keys=True),
+        "packages_hash": packages_hash(),
         "command": " ".join(sys.argv),
     }
 
@@ -234,6 +238,13 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+@cache
+def packages_hash() -> str:
+    """A short hash of every installed distribution and its version: equal hashes, equal environments."""
+    installed = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions())
+    return hashlib.sha256("\n".join(installed).encode()).hexdigest()[:12]
 
 
 def node_name() -> str:

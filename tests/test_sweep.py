@@ -57,6 +57,15 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     resumed = run_cli(f"results_dir={out}", "--resume", env_cache=cache_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "0 to run" in resumed.stdout and len(results.load(str(out))) == 4
+    # A row re-runs from its own fields (config JSON, cached data and checkpoint) to the same figure.
+    lewm_file = next(f for f in files if "-lewm-" in f.name)
+    env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
+    rerun = subprocess.run([sys.executable, "-m", "harness.run", "--from-row", str(lewm_file), "1"],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    recorded = pq.read_table(lewm_file).to_pandas().iloc[1]
+    assert f"recorded success {recorded['success_rate']:.3f}" in rerun.stdout
+    assert f"re-run {recorded['success_rate']:.3f}: reproduces" in rerun.stdout
 
 
 def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_dir):

@@ -1,0 +1,194 @@
+"""Violation of expectation: does a world model's prediction error rise at an impossible event?
+
+Following LeWM's test (REFERENCE.md, "Violation of expectation"), a model's surprise at
+frame t+1 is its latent prediction error ‖predict(z_≤t, a_≤t) − encode(frame_{t+1})‖²,
+using only the WorldModel contract. Held-out sequences are scored clean and with an
+impossible event injected at a known frame (tasks/perturb.py: teleport, vanish, colour
+swap, pass through the wall). Surprise is z-scored against the same model's surprise on
+the clean sequences, so models of different latent scales read alike. Per event:
+
+- AUROC of surprise at the event frame against every clean frame (Mann–Whitney U);
+- detection delay: frames from the event until surprise first exceeds the clean 95th
+  percentile (mean over the sequences where it does), and the fraction where it does;
+- a one-sided paired t-test of surprise at the event frame against the same frame of the
+  clean twin (the published test; p < 0.01 counts as detected).
+
+    python -m harness.surprise sweeps/quickstart.yaml models=[{name:lewm,size:tiny}] seeds=[0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+from einops import rearrange
+from scipy import stats
+
+from harness.evaluate import to_model_pixels
+from models.protocol import WorldModel
+from tasks.data import Episodes
+from tasks.perturb import EVENTS, impossible_events
+from tasks.protocol import Task
+
+log = logging.getLogger(__name__)
+
+CLEAN_QUANTILE = 95  # detection threshold: this percentile of clean surprise
+
+
+@torch.inference_mode()
+def frame_surprise(
+    model: WorldModel, frames: np.ndarray, blocks: np.ndarray, device: torch.device | str = "cpu", chunk: int = 16
+) -> np.ndarray:
+    """Surprise of every frame: frames (E, T, H, W, 3) uint8, action blocks (E, T-1, A) -> (E, T).
+
+    Frame t (t ≥ h, the model's history) is predicted from frames t-h..t-1 and their
+    action blocks; the first h frames have no prediction and are NaN.
+    """
+    h = model.history
+    surprise = np.full(frames.shape[:2], np.nan)
+    for first in range(0, len(frames), chunk):
+        pixels = to_model_pixels(frames[first : first + chunk], device)  # (E, T, 3, H, W)
+        actions = torch.from_numpy(np.ascontiguousarray(blocks[first : first + chunk])).float().to(device)
+        z = model.encode(pixels)  # (E, T, N, D)
+        context = rearrange(z[:, :-1].unfold(1, h, 1), "e w n d h -> (e w) h n d")  # (E·W, h, N, D), W = T - h
+        context_actions = rearrange(actions.unfold(1, h, 1), "e w a h -> (e w) h a")  # (E·W, h, A)
+        predicted = model.predict(context, context_actions)[:, -1]  # (E·W, N, D)
+        target = rearrange(z[:, h:], "e w n d -> (e w) n d")
+        error = (predicted.float() - target.float()).square().sum(dim=(-2, -1))  # (E·W,)
+        surprise[first : first + chunk, h:] = rearrange(error, "(e w) -> e w", e=len(pixels)).cpu().numpy()
+    return surprise
+
+
+def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counted half: Mann–Whitney U / (n₊·n₋)."""
+    u = stats.mannwhitneyu(positives, negatives, alternative="greater").statistic
+    return float(u / (len(positives) * len(negatives)))
+
+
+def evaluate_surprise(
+    model: WorldModel,
+    task: Task,
+    episodes: Episodes,
+    events: tuple[str, ...] = EVENTS,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    frameskip: int | None = None,
+) -> dict[str, float]:
+    """Surprise figures of ``model`` on held-out ``episodes``, per event and averaged.
+
+    Returns ``surprise_auroc`` (the mean over the events evaluated) and, per event,
+    ``surprise_auroc_<event>``, ``surprise_delay_<event>``, ``surprise_detected_<event>``,
+    ``surprise_p_<event>`` and ``surprise_n_<event>`` (sequences with the event). Events the
+    task has no implementation of are skipped with a logged reason.
+    """
+    unknown = [event for event in events if event not in EVENTS]
+    if unknown:
+        raise ValueError(f"unknown event {unknown[0]!r}; events: {', '.join(EVENTS)}")
+    frameskip = frameskip or task.default_frameskip
+    model = model.eval()
+    h = model.history
+    count = episodes.steps // frameskip  # action blocks per sequence
+    frames = episodes.pixels[:, : count * frameskip + 1 : frameskip]  # (E, T, H, W, 3), T = count + 1
+    states = episodes.states[:, : count * frameskip + 1 : frameskip]  # (E, T, S)
+    raw = rearrange(episodes.actions[:, : count * frameskip], "e (t k) a -> e t k a", k=frameskip)  # (E, T-1, k, A)
+    blocks = rearrange(raw, "e t k a -> e t (k a)")
+    if count < h + 1:
+        raise ValueError(
+            f"episodes of {episodes.steps} steps give {count + 1} frames at frameskip {frameskip}; "
+            f"surprise needs at least {h + 2} (history {h}, an event frame and one after it)"
+        )
+
+    clean = frame_surprise(model, frames, blocks, device)  # (E, T)
+    clean_steps = clean[:, h:].ravel()
+    mean, std = clean_steps.mean(), clean_steps.std() + 1e-12
+    clean_z = (clean - mean) / std
+    threshold = np.percentile(clean_z[:, h:], CLEAN_QUANTILE)
+
+    maker = impossible_events(task, rearrange(states, "e t s -> (e t) s"))
+    figures: dict[str, float] = {}
+    aurocs = []
+    for index, event in enumerate(events):
+        if event not in maker.events:
+            log.info(
+                "surprise: task %r has no %r event (it has %s); skipped", task.name, event, ", ".join(maker.events)
+            )
+            continue
+        hosts, steps, twins = [], [], []
+        for sequence in range(len(frames)):
+            rng = np.random.default_rng([seed, index, sequence])
+            step = maker.choose_step(event, states[sequence], h, count - 1, rng)
+            if step is None:
+                continue
+            twins.append(maker.inject(event, frames[sequence], states[sequence], raw[sequence], step, rng))
+            hosts.append(sequence)
+            steps.append(step)
+        if not hosts:
+            log.info("surprise: no sequence can host a %r event (e.g. none comes near the wall); skipped", event)
+            continue
+        twin_z = (frame_surprise(model, np.stack(twins), blocks[hosts], device) - mean) / std  # (n, T)
+        at_event = twin_z[np.arange(len(hosts)), steps]
+        clean_at_event = clean_z[hosts, steps]
+        delays = [_first_above(twin_z[i, step:], threshold) for i, step in enumerate(steps)]
+        detected = [d for d in delays if d is not None]
+        figures[f"surprise_auroc_{event}"] = auroc(at_event, clean_z[:, h:].ravel())
+        figures[f"surprise_delay_{event}"] = float(np.mean(detected)) if detected else float("nan")
+        figures[f"surprise_detected_{event}"] = len(detected) / len(delays)
+        figures[f"surprise_p_{event}"] = float(stats.ttest_rel(at_event, clean_at_event, alternative="greater").pvalue)
+        figures[f"surprise_n_{event}"] = float(len(hosts))
+        aurocs.append(figures[f"surprise_auroc_{event}"])
+    figures["surprise_auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
+    return figures
+
+
+def _first_above(values: np.ndarray, threshold: float) -> int | None:
+    above = np.flatnonzero(values > threshold)
+    return int(above[0]) if len(above) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Surprise of every trained model of a sweep file, on its held-out episodes (models come from the cache)."""
+    from harness.config import ConfigError, expand_trials, load_sweep
+    from harness.stress import prepare_trial
+
+    parser = argparse.ArgumentParser(prog="python -m harness.surprise", description=main.__doc__)
+    parser.add_argument("sweep", help="a sweep YAML, e.g. sweeps/quickstart.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0]")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        sweep = load_sweep(args.sweep, args.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for trial in expand_trials(sweep):
+        if trial["model"]["name"] in ("random", "oracle"):
+            continue
+        setup = prepare_trial({**trial, "device": args.device})
+        figures = evaluate_surprise(
+            setup.model, setup.task, setup.source, seed=trial["seed"], device=args.device,
+            frameskip=setup.protocol.frameskip,
+        )  # fmt: skip
+        _print_table(f"{trial['task']['name']} {trial['model']['name']} seed {trial['seed']}", figures)
+    return 0
+
+
+def _print_table(title: str, figures: dict[str, Any]) -> None:
+    print(title)
+    print(f"  {'event':<18} {'AUROC':>6} {'p':>9} {'delay':>6} {'detected':>9} {'n':>4}")
+    for event in EVENTS:
+        if f"surprise_auroc_{event}" in figures:
+            print(
+                f"  {event:<18} {figures[f'surprise_auroc_{event}']:6.3f} {figures[f'surprise_p_{event}']:9.2g} "
+                f"{figures[f'surprise_delay_{event}']:6.2f} {figures[f'surprise_detected_{event}']:9.2f} "
+                f"{int(figures[f'surprise_n_{event}']):4d}"
+            )
+    print(f"  mean AUROC {figures['surprise_auroc']:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
