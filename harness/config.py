@@ -77,6 +77,7 @@ class PlannerSpec:
     init_std: float = 1.0
     temperature: float = 0.1  # MPPI only
     chunk: int | None = None  # max candidates per model call (bounded memory); None = all at once
+    batch_episodes: int = 50  # episodes planned together in one batched call (1 = the published per-plan timing)
 
 
 @dataclass
@@ -89,7 +90,8 @@ class ConditionSpec:
 class ResourcesSpec:
     cpu: int = 1
     gpu: str = "auto"  # "auto": 1 GPU if the cluster has any; "require": fail without; "never"
-    gpu_fraction: float = 1.0
+    gpu_fraction: float = 1.0  # below 1 packs several small trials on one GPU
+    gpus_per_trial: int = 1  # above 1: one model trained over several GPUs with DDP (SIGReg all-reduced)
 
 
 @dataclass

@@ -234,8 +234,9 @@ def _train_rank(
 
 def _shard_batches(dataset: Dataset, cfg: TrainConfig, rank: int, world_size: int, device: torch.device):
     """This rank's share of every global batch, forever, reshuffled each epoch from the run's seed."""
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed,
-                                 drop_last=len(dataset) >= world_size * 2)  # fmt: skip
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
     local_batch = cfg.batch_size // world_size
     loader = DataLoader(
         dataset,

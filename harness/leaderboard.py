@@ -929,12 +929,21 @@ def write(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
     return written
 
 
+def default_output_dir(root: str) -> Path:
+    """``<root>/leaderboard`` for a local folder or ``file://`` URI; ``results/<name>/leaderboard`` otherwise."""
+    if root.startswith("file://"):
+        return Path(root.removeprefix("file://")) / "leaderboard"
+    if "://" in root:
+        return Path("results", root.rstrip("/").rsplit("/", 1)[-1], "leaderboard")
+    return Path(root) / "leaderboard"
+
+
 def render(root: str | Path, out_dir: str | Path | None = None, baseline: str | Path | None = None) -> dict[str, Path]:
     """Build the leaderboard of ``root`` (default output: ROOT/leaderboard/), log its warnings, write it."""
     board = build(root, baseline)
     for warning in board.warnings:
         logger.warning(warning)
-    return write(board, out_dir if out_dir is not None else Path(root) / "leaderboard")
+    return write(board, out_dir if out_dir is not None else default_output_dir(root))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -950,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in board.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    written = write(board, args.out if args.out is not None else Path(args.results) / "leaderboard")
+    written = write(board, args.out if args.out is not None else default_output_dir(args.results))
     print(written["markdown"].read_text(encoding="utf-8"))
     print(f"Wrote {written['markdown']} and {written['html']}", file=sys.stderr)
     return 0

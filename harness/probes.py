@@ -2,8 +2,8 @@
 
 LeWM's paper probes agent and block positions linearly from the latent (REFERENCE.md,
 "Probes"). Here a ridge regression maps the frozen latents of one frame to its
-ground-truth state; its penalty is chosen on a validation slice of the training frames,
-and R² (with Pearson r beside it) is measured on held-out frames, which the caller
+ground-truth state; its penalty is chosen by cross-validation over contiguous folds of
+the training frames, and R² (with Pearson r beside it) is measured on held-out frames, which the caller
 should draw from held-out episodes.
 """
 
@@ -19,7 +19,7 @@ from torch import Tensor
 from models.protocol import WorldModel
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # ridge penalties tried, relative to the sample count
-VALIDATION_FRACTION = 0.2
+FOLDS = 5  # contiguous cross-validation folds for choosing alpha
 
 
 @torch.no_grad()
@@ -92,16 +92,24 @@ def pearson_per_dim(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def fit_probe(
-    train_x: np.ndarray, train_y: np.ndarray, alphas: Sequence[float] = ALPHAS
+    train_x: np.ndarray, train_y: np.ndarray, alphas: Sequence[float] = ALPHAS, folds: int = FOLDS
 ) -> tuple[Ridge, float, dict[float, float]]:
-    """A ridge probe whose alpha maximises mean R² on the last 20% of the training rows, refit on all of them."""
-    cut = int(len(train_x) * (1 - VALIDATION_FRACTION))
-    if cut < 2 or cut == len(train_x):
-        raise ValueError(f"a probe needs at least 5 training frames to hold out a validation slice, got {len(train_x)}")
+    """A ridge probe whose alpha maximises mean R² over contiguous cross-validation folds, refit on all rows.
+
+    Folds are contiguous so that frames of one episode rarely sit on both sides of a fold.
+    """
+    if len(train_x) < 2 * folds:
+        raise ValueError(f"a probe needs at least {2 * folds} training frames for {folds}-fold validation")
+    bounds = np.linspace(0, len(train_x), folds + 1).astype(int)
     scores = {}
     for alpha in alphas:
-        ridge = Ridge(alpha).fit(train_x[:cut], train_y[:cut])
-        scores[alpha] = float(r2_per_dim(train_y[cut:], ridge.predict(train_x[cut:])).mean())
+        fold_scores = []
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            held = np.zeros(len(train_x), dtype=bool)
+            held[start:stop] = True
+            ridge = Ridge(alpha).fit(train_x[~held], train_y[~held])
+            fold_scores.append(r2_per_dim(train_y[held], ridge.predict(train_x[held])).mean())
+        scores[alpha] = float(np.mean(fold_scores))
     best = max(scores, key=scores.get)
     return Ridge(best).fit(train_x, train_y), best, scores
 
@@ -115,6 +123,9 @@ def probe(
     max_frames: int | None = 20_000,
 ) -> dict[str, float | list[float]]:
     """Linear-probe R² from the frozen latents to the true state, fitted on ``train_data``, scored on ``test_data``.
+
+    Pass windows of held-out episodes as ``test_data``; ``max_frames`` caps the frames read
+    from each (the first ones: pass a Subset spread over the episodes to cover them all).
 
     Returns ``r2`` (mean over state dims), ``r2_per_dim``, ``pearson_r`` per dim, ``mse``
     (on the state's own scale), the chosen ``alpha`` and the frame counts.

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from harness import results
 from harness.config import ConfigError, SweepConfig, expand_trials, set_dotted
 from harness.trial import execute_trial, trial_configs, trial_id
@@ -48,6 +50,13 @@ class SweepPlan:
 def results_root(sweep: SweepConfig) -> str:
     """The results folder as an absolute path (Ray workers run elsewhere), or a filesystem URI."""
     if "://" in sweep.results_dir:
+        try:
+            pafs.FileSystem.from_uri(sweep.results_dir)
+        except (ValueError, OSError) as error:
+            raise ConfigError(
+                f"results_dir {sweep.results_dir!r} is not a usable filesystem URI ({error}); "
+                "use file:///ABSOLUTE/PATH or s3://BUCKET/PATH"
+            ) from None
         return sweep.results_dir
     return str(Path(sweep.results_dir).resolve())
 
@@ -68,7 +77,8 @@ def trial_resources(sweep: SweepConfig, cluster_gpus: float) -> dict[str, float]
         if policy == "auto":
             log.info("no GPU in the cluster: each trial gets %d CPU slot(s)", sweep.resources.cpu)
         return {"cpu": sweep.resources.cpu}
-    return {"cpu": sweep.resources.cpu, "gpu": sweep.resources.gpu_fraction}
+    gpus = sweep.resources.gpus_per_trial if sweep.resources.gpus_per_trial > 1 else sweep.resources.gpu_fraction
+    return {"cpu": sweep.resources.cpu, "gpu": gpus}
 
 
 def _trainable(config: dict[str, Any], trials: dict[str, dict[str, Any]]) -> None:
@@ -82,6 +92,7 @@ def _trainable(config: dict[str, Any], trials: dict[str, dict[str, Any]]) -> Non
     if "searched" in config:
         trial["trial_id"] = trial_id(trial)
     trial["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
+    trial["devices"] = max(1, len(ray.get_gpu_ids()))
 
     def report(metrics: dict[str, Any]) -> None:
         tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
@@ -121,7 +132,7 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id), resources)
     run_config = tune.RunConfig(
         name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        storage_path=str(Path(plan.root.split("://")[-1], "ray").resolve()) if "://" not in plan.root else None,
+        storage_path=f"{plan.root.rstrip('/')}/ray" if "://" in plan.root else str(Path(plan.root, "ray")),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
         verbose=verbose,
     )

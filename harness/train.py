@@ -13,6 +13,7 @@ of everything that determines the weights, so the same request never trains twic
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -258,13 +259,17 @@ def load_or_train(
     cfg: TrainConfig,
     device: torch.device | str,
     log_fn: Callable[[dict[str, float]], None] | None = None,
+    world_size: int = 1,
 ) -> tuple[WorldModel, TrainStats]:
     """The trained model (in eval mode) and its stats: from the checkpoint cache, else trained and cached.
 
     Checkpoints live in ``cache_root()/checkpoints/<key>.pt`` as ``{state_dict, config, stats}``,
-    written atomically and read back with ``weights_only=True``.
+    written atomically and read back with ``weights_only=True``. With ``world_size`` > 1 the
+    model trains over that many processes with DDP (harness/distributed.py; SIGReg all-reduced).
     """
     key = checkpoint_key(model_name, size, overrides, dataset_key, cfg, image_size, action_dim)
+    if world_size > 1:  # a different batch split is a different recipe
+        key = hashlib.sha256(f"{key}:ddp{world_size}".encode()).hexdigest()
     path = cache_root() / "checkpoints" / f"{key}.pt"
     model = build_model(model_name, size, image_size, action_dim, **overrides)
     if path.exists():
@@ -277,7 +282,18 @@ def load_or_train(
             logger.warning("checkpoint %s cannot be read (%s); training again", path, error)
             model = build_model(model_name, size, image_size, action_dim, **overrides)
 
-    stats = train(model, dataset, cfg, device, log_fn)
+    if world_size > 1:
+        from harness.distributed import train_ddp
+
+        builder = functools.partial(build_model, model_name, size, image_size, action_dim, **overrides)
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        state, stats = train_ddp(builder, dataset, cfg, world_size, backend)
+        model.load_state_dict(state)
+        model.to(device)
+        for record in stats.history if log_fn is not None else []:
+            log_fn(record)
+    else:
+        stats = train(model, dataset, cfg, device, log_fn)
     config = {
         "model": model_name,
         "size": size,

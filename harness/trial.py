@@ -52,7 +52,7 @@ PACKAGES = ("torch", "ray", "numpy", "pyarrow", "gymnasium", "gym-pusht", "ogben
 
 def trial_id(config: dict[str, Any]) -> str:
     """A readable, deterministic id: the same trial config always gets the same id (resume relies on it)."""
-    identity = {k: v for k, v in config.items() if k not in ("sweep", "trial_id", "results_root", "device")}
+    identity = {k: v for k, v in config.items() if k not in ("sweep", "trial_id", "results_root", "device", "devices")}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config['task']['name']}-{config['model']['name']}-s{config['seed']}-{digest}"
 
@@ -99,6 +99,7 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
         model, stats = load_or_train(
             model_cfg["name"], model_cfg["size"], task.image_size, protocol.frameskip * task.action_dim,
             overrides, windows, data.key, TrainConfig(**train, seed=config["seed"]), device, log_fn=report,
+            world_size=config.get("devices", 1),
         )  # fmt: skip
         controller = ModelController(
             model_cfg["name"], model, optimizer, planner_cfg["horizon"], planner_cfg["receding"], config["seed"],
@@ -119,7 +120,9 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
     condition_rows, episode_rows = [], []
     for spec in config["conditions"]:
         condition = Condition(**spec)
-        episodes = run_episodes(controller, task, cases, protocol, condition, planner_cfg["receding"])
+        episodes = run_episodes(
+            controller, task, cases, protocol, condition, planner_cfg["receding"], planner_cfg["batch_episodes"]
+        )
         summary = summarize(episodes)
         report({"condition": condition.name, **summary})
         log.info("%s %s: success %.2f", config["task"]["name"], condition.name, summary["success_rate"])
