@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from harness.protocol import Protocol, resolve_protocol
 from models.registry import MODELS
+from tasks.perturb import Condition
 from tasks.protocol import TASKS
 
 CONTROLLERS = ("random", "oracle")  # reference controllers: no model, no training
@@ -84,6 +85,11 @@ class PlannerSpec:
 class ConditionSpec:
     action_noise: float = 0.0  # std of Gaussian noise on executed actions
     camera_shift: float = 0.0  # pixels of view translation (2-D tasks) / camera offset (MuJoCo)
+    camera_rotate: float = 0.0  # degrees
+    camera_zoom: float = 1.0  # scale
+    sticky_prob: float = 0.0  # probability that the previous executed action repeats
+    brightness: float = 0.0  # photometric shift
+    hue: float = 0.0  # photometric shift
 
 
 @dataclass
@@ -117,6 +123,7 @@ class SweepConfig:
     conditions: list[ConditionSpec] = field(default_factory=lambda: [ConditionSpec()])
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
+    diagnostics: bool = True  # per model: linear-probe R² and surprise AUROC on held-out episodes
     max_failures: int = 2  # Ray retries of a trial whose worker died
     strict: bool = False  # exit non-zero when any trial failed; guard planning against state reads
 
@@ -165,6 +172,11 @@ def _check_names(sweep: SweepConfig, path: Path) -> None:
         raise ConfigError(f"{path}: resources.gpu {sweep.resources.gpu!r} must be one of auto, require, never")
     if sweep.data.policy not in ("expert", "random"):
         raise ConfigError(f"{path}: data.policy {sweep.data.policy!r} must be expert or random")
+    for i, condition in enumerate(sweep.conditions):
+        try:
+            Condition(**dataclasses.asdict(condition))
+        except ValueError as error:
+            raise ConfigError(f"{path}: conditions[{i}]: {error}") from None
     try:
         resolve_protocol(sweep.protocol)
     except ValueError as error:
@@ -198,6 +210,7 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
             "planner": dataclasses.asdict(sweep.planner),
             "protocol": dict(protocol),
             "conditions": [dataclasses.asdict(c) for c in sweep.conditions],
+            "diagnostics": sweep.diagnostics,
         }
         for key, value in zip(grid_keys, point, strict=True):
             set_dotted(trial, key, value)

@@ -179,23 +179,28 @@ def _run_batch(controller, task, cases, protocol, condition, receding) -> list[E
     try:
         for env in envs:
             env.reset(seed=0)
+        # A camera move is rendered by envs that have a movable camera; the rest is applied to frames.
+        view = [condition.place_camera(env) for env in envs][0]
         goal_pixels = np.stack([env.set_state(case.goal)["pixels"] for env, case in zip(envs, cases, strict=True)])
         history = np.stack(
             [[env.set_state(s)["pixels"] for s in case.history_states] for env, case in zip(envs, cases, strict=True)]
         )  # (K, h, H, W, 3); each env is left at its start
         past_actions = np.stack([case.history_actions for case in cases]).astype(np.float32)
         # Noise is seeded by the case and the condition, never by the model: paired across models.
-        rngs = [np.random.default_rng([case.case_seed, zlib.crc32(condition.name.encode())]) for case in cases]
+        channels = [
+            condition.channel(np.random.default_rng([case.case_seed, zlib.crc32(condition.name.encode())]))
+            for case in cases
+        ]  # one actuator per episode: its noise stream and, for sticky actions, its last executed action
         reached = [bool(task.success(case.start, case.goal)) for case in cases]
         first_success = [0 if r else budget for r in reached]
-        controller.begin(cases, condition.observe(goal_pixels))
+        controller.begin(cases, view.observe(goal_pixels))
         plan_ms: list[float] = []
         steps = 0
         while steps < budget:
             states = np.stack([env.get_state() for env in envs]) if controller.reads_state else None
             started = time.perf_counter()
             with nullcontext() if controller.reads_state else planning_guard():
-                plan = controller.plan(Observation(condition.observe(history), past_actions, steps, states)).numpy()
+                plan = controller.plan(Observation(view.observe(history), past_actions, steps, states)).numpy()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             plan_ms.append((time.perf_counter() - started) * 1e3)
@@ -205,7 +210,7 @@ def _run_batch(controller, task, cases, protocol, condition, receding) -> list[E
                 raw = block.reshape(len(envs), frameskip, -1)
                 for substep in range(frameskip):
                     for k, env in enumerate(envs):
-                        env.step(condition.execute(raw[k, substep], rngs[k]))
+                        env.step(channels[k](raw[k, substep]))
                         if not reached[k] and task.success(env.get_state(), cases[k].goal):
                             reached[k], first_success[k] = True, steps + substep + 1
                 steps += frameskip

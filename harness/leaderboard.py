@@ -128,15 +128,16 @@ def _outcomes(row: pd.Series, index: dict[tuple[str, str], pd.DataFrame]) -> _Tr
 
 
 def _is_clean(frame: pd.DataFrame) -> pd.Series:
-    return (frame["action_noise"] == 0) & (frame["camera_shift"] == 0)
+    return frame["condition"] == "clean"
 
 
 def _axis(row: pd.Series) -> str:
-    """Which robustness axis a condition row lies on: clean, action_noise, camera_shift or mixed."""
-    noise, shift = row["action_noise"] != 0, row["camera_shift"] != 0
-    if noise and shift:
+    """Which robustness axis a condition row lies on: clean, one perturbation's name, or mixed."""
+    if row["condition"] == "clean":
+        return "clean"
+    if "," in row["condition"]:
         return "mixed"
-    return "action_noise" if noise else "camera_shift" if shift else "clean"
+    return row["condition"].split("=")[0]
 
 
 def _protocols(conditions: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -929,8 +930,9 @@ def write(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
     return written
 
 
-def default_output_dir(root: str) -> Path:
+def default_output_dir(root: str | Path) -> Path:
     """``<root>/leaderboard`` for a local folder or ``file://`` URI; ``results/<name>/leaderboard`` otherwise."""
+    root = str(root)
     if root.startswith("file://"):
         return Path(root.removeprefix("file://")) / "leaderboard"
     if "://" in root:

@@ -33,9 +33,14 @@ def frozen_features(
     """Latents and states of every frame: features (F, N·D) and states (F, S), with the model in eval mode.
 
     ``data`` is a Dataset of windows (pixels (T, 3, H, W), states (T, S)) or an iterable of
-    such batches with a leading batch dim.
+    such batches with a leading batch dim. With ``max_frames``, a Dataset is read at evenly
+    spaced windows, so that every episode is represented; an iterable is read from its start.
     """
     if isinstance(data, torch.utils.data.Dataset):
+        if max_frames is not None:
+            windows = max(1, max_frames // len(data[0]["pixels"]))
+            if windows < len(data):
+                data = torch.utils.data.Subset(data, np.linspace(0, len(data) - 1, windows).astype(int).tolist())
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     was_training = model.training
     model.eval()
@@ -125,7 +130,7 @@ def probe(
     """Linear-probe R² from the frozen latents to the true state, fitted on ``train_data``, scored on ``test_data``.
 
     Pass windows of held-out episodes as ``test_data``; ``max_frames`` caps the frames read
-    from each (the first ones: pass a Subset spread over the episodes to cover them all).
+    from each, at evenly spaced windows.
 
     Returns ``r2`` (mean over state dims), ``r2_per_dim``, ``pearson_r`` per dim, ``mse``
     (on the state's own scale), the chosen ``alpha`` and the frame counts.

@@ -55,6 +55,9 @@ class FilmedEnv:
     def close(self) -> None:
         self.env.close()
 
+    def __getattr__(self, name: str):
+        return getattr(self.env, name)  # e.g. set_viewpoint, where the env has a movable camera
+
 
 class FilmedTask:
     """A task whose envs are filmed (:class:`FilmedEnv`); every other attribute is the task's own."""
@@ -84,11 +87,12 @@ def replay(row: pd.Series, controller: str | None = None) -> tuple[EpisodeResult
     env = setup.task.make_env(seed=0)
     try:
         env.reset(seed=0)
+        view = condition.place_camera(env)  # what is left to apply to the frames, as in the evaluator
         start, goal = env.set_state(case.start)["pixels"], env.set_state(case.goal)["pixels"]
     finally:
         env.close()
     frames = np.stack([start, *filmed.envs[0].frames, goal])
-    return result, condition.observe(frames), condition
+    return result, view.observe(frames), condition
 
 
 def save_strip(frames: np.ndarray, path: Path, title: str) -> Path:

@@ -31,6 +31,11 @@ CONDITION_SCHEMA = pa.schema(
         ("condition", pa.string()),  # e.g. "clean", "action_noise=0.2", "camera_shift=4"
         ("action_noise", pa.float64()),
         ("camera_shift", pa.float64()),
+        ("camera_rotate", pa.float64()),
+        ("camera_zoom", pa.float64()),
+        ("sticky_prob", pa.float64()),
+        ("brightness", pa.float64()),
+        ("hue", pa.float64()),
         ("episodes", pa.int64()),
         ("success_rate", pa.float64()),
         ("success_ci_low", pa.float64()),  # Wilson 95% interval of success_rate

@@ -82,16 +82,15 @@ def prepare_trial(config: dict[str, Any], controller: str | None = None) -> Tria
     task = make_task(config["task"]["name"], image_size=config["task"]["image_size"], **config["task"]["options"])
     protocol = Protocol(**config["protocol"]).resolved(task.default_history, task.default_frameskip)
     data_cfg = config["data"]
-    data = collect(
-        task, data_cfg["policy"], data_cfg["episodes"], data_cfg["steps"], data_cfg["seed"], data_cfg["noise"],
-        progress=False,
-    )  # fmt: skip
+
+    def dataset(episodes: int, seed: int) -> Episodes:
+        return collect(task, data_cfg["policy"], episodes, data_cfg["steps"], seed, data_cfg["noise"],
+                       workers=data_cfg.get("workers", 1), progress=False)  # fmt: skip
+
+    data = dataset(data_cfg["episodes"], data_cfg["seed"])
     source = data
     if protocol.split == "heldout":
-        source = collect(
-            task, data_cfg["policy"], data_cfg["heldout_episodes"], data_cfg["steps"],
-            data_cfg["seed"] + HELDOUT_SEED_OFFSET, data_cfg["noise"], progress=False,
-        )  # fmt: skip
+        source = dataset(data_cfg["heldout_episodes"], data_cfg["seed"] + HELDOUT_SEED_OFFSET)
     cases, _ = make_cases(task, source, protocol)
     planner = config["planner"]
     optimizer = make_optimizer(
@@ -110,7 +109,7 @@ def prepare_trial(config: dict[str, Any], controller: str | None = None) -> Tria
         overrides = {"history": protocol.history, **config["model"]["overrides"]}
         model, _ = load_or_train(
             name, config["model"]["size"], task.image_size, protocol.frameskip * task.action_dim, overrides,
-            windows, data.key, TrainConfig(**train, seed=config["seed"]), device,
+            windows, data.key, TrainConfig(**train, seed=config["seed"]), device, world_size=config.get("devices", 1),
         )  # fmt: skip
         chosen = ModelController(
             name, model, optimizer, planner["horizon"], planner["receding"], config["seed"], device, planner["chunk"]
@@ -147,6 +146,22 @@ def case_at(
     )
 
 
+def candidate_starts(task: Task, states: np.ndarray, protocol: Protocol) -> np.ndarray:
+    """Every (episode, start step) of the data the protocol could draw: (C, 2), in episode then step order.
+
+    Starts that already meet their goal are left out when the protocol resamples them,
+    so a search spends no budget on cases that do not count.
+    """
+    first = (protocol.history - 1) * protocol.frameskip
+    last = states.shape[1] - 1 - protocol.goal_offset
+    pairs = [(e, s) for e in range(len(states)) for s in range(first, last + 1)]
+    if protocol.resample_solved:
+        pairs = [(e, s) for e, s in pairs if not task.success(states[e, s], states[e, s + protocol.goal_offset])]
+    if not pairs:
+        raise ValueError(f"the data hold no unsolved start for protocol {protocol.name!r}; collect longer episodes")
+    return np.asarray(pairs, dtype=np.int64)
+
+
 # --- rarity -----------------------------------------------------------------------------------------
 
 
@@ -174,7 +189,7 @@ def rarity_table(root: str, k: int = RARITY_K, buckets: int = 4) -> tuple[pd.Dat
         data_cfg = config["data"]
         data = collect(
             task, data_cfg["policy"], data_cfg["episodes"], data_cfg["steps"], data_cfg["seed"], data_cfg["noise"],
-            progress=False,
+            workers=data_cfg.get("workers", 1), progress=False,
         )  # fmt: skip
         reference = data.states.reshape(-1, data.states.shape[-1])  # (E·(L+1), S)
         rows = episodes["trial_id"].isin(trial_ids)
@@ -225,6 +240,7 @@ class SearchInputs:
     controller: Controller
     states: np.ndarray  # (E, L+1, S) held-out states
     actions: np.ndarray  # (E, L, A)
+    starts: np.ndarray  # (C, 2) the (episode, start step) pairs a proposal indexes
     receding: int  # action blocks executed between replanning calls
     repeats: int
     seed: int
@@ -234,7 +250,7 @@ class SearchInputs:
 def probe(params: dict[str, Any], inputs: SearchInputs) -> dict[str, Any]:
     """Run the proposed start under the proposed perturbation ``repeats`` times (fresh noise each); its outcome."""
     protocol, task = inputs.protocol, inputs.task
-    episode, start = int(params["episode"]), int(params["start_step"])
+    episode, start = (int(v) for v in inputs.starts[int(params["start"])])
     condition = Condition(**{axis: float(params[axis]) for axis in inputs.axes})
     outcome: dict[str, Any] = {}
     successes, progress = [], []
@@ -278,6 +294,7 @@ def adversarial_search(
 
     Returns one replayable row per evaluated episode (``budget`` × ``repeats``), hardest first.
     """
+    import optuna
     import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -287,29 +304,34 @@ def adversarial_search(
     if unknown:
         raise ValueError(f"search axis {unknown[0]!r} is not a condition field; fields: {', '.join(AXES)}")
     protocol, source = setup.protocol, setup.source
-    first = (protocol.history - 1) * protocol.frameskip
+    starts = candidate_starts(setup.task, source.states, protocol)
     space = {
-        "episode": tune.randint(0, len(source)),
-        "start_step": tune.randint(first, source.steps - protocol.goal_offset + 1),
+        "start": tune.randint(0, len(starts)),  # neighbouring indices: neighbouring steps of one episode
         **{axis: tune.uniform(low, high) for axis, (low, high) in axes.items()},
     }
     receding = setup.config["planner"]["receding"]
     inputs = SearchInputs(
-        setup.task, protocol, setup.controller, source.states, source.actions, receding, repeats, seed, tuple(axes)
-    )
+        setup.task, protocol, setup.controller, source.states, source.actions, starts, receding, repeats, seed,
+        tuple(axes),
+    )  # fmt: skip
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False)
+        # "local": without an address, start a private Ray rather than join another user's cluster on this host.
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
     device = torch.device(setup.config.get("device", "cpu"))
     trainable = tune.with_resources(
         tune.with_parameters(_tune_probe, inputs=inputs), {"cpu": 1, "gpu": float(device.type == "cuda")}
     )
+    # TPE after a few random proposals (Optuna's default waits for 10, most of a small budget).
+    sampler = optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, budget // 3)), seed=seed)
     tuner = tune.Tuner(
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(metric="score", mode="min", seed=seed),
+            search_alg=OptunaSearch(metric="score", mode="min", sampler=sampler),
             num_samples=budget,
             max_concurrent_trials=1,  # sequential: each proposal learns from every earlier one
+            reuse_actors=True,  # one worker for the whole search: the controller is unpickled once
         ),
         run_config=tune.RunConfig(
             name=f"stress-{setup.config.get('trial_id', 'trial')}",
@@ -331,7 +353,7 @@ def _case_rows(setup: TrialSetup, inputs: SearchInputs, frame: pd.DataFrame) -> 
     reference = setup.data.states.reshape(-1, setup.data.states.shape[-1])
     rows = []
     for search_trial, result in frame.reset_index(drop=True).iterrows():
-        episode, start = int(result["config/episode"]), int(result["config/start_step"])
+        episode, start = (int(v) for v in inputs.starts[int(result["config/start"])])
         condition = Condition(**{axis: float(result[f"config/{axis}"]) for axis in inputs.axes})
         for repeat in range(inputs.repeats):
             case = case_at(inputs.states, inputs.actions, protocol, episode, start, int(result[f"case_seed_{repeat}"]))

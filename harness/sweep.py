@@ -124,7 +124,7 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     started = time.perf_counter()
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS") or "local"  # never join a stray cluster by accident
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
     resources = trial_resources(sweep, ray.cluster_resources().get("GPU", 0))

@@ -36,7 +36,9 @@ from harness.evaluate import (
     summarize,
 )
 from harness.plan import make_optimizer
+from harness.probes import probe
 from harness.protocol import Protocol
+from harness.surprise import evaluate_surprise
 from harness.train import TrainConfig, load_or_train
 from tasks.data import WindowDataset, collect
 from tasks.perturb import Condition
@@ -106,7 +108,9 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
             device, planner_cfg["chunk"],
         )  # fmt: skip
         describe = model.describe()
-        train_fields = {
+        if config.get("diagnostics", True):
+            train_fields |= model_diagnostics(model, task, data, source, protocol, windows, config["seed"], device)
+        train_fields |= {
             "tokens_per_frame": model.tokens_per_frame,
             "num_params": model.num_params,
             "train_steps": stats.steps,
@@ -133,8 +137,7 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
                 **summary,
                 "status": "ok",
                 "condition": condition.name,
-                "action_noise": condition.action_noise,
-                "camera_shift": condition.camera_shift,
+                **condition.params(),
                 "solved_starts_resampled": resampled,
                 "dataset_key": data.key,
                 "data_policy": f"{data_cfg['policy']}(noise={data_cfg['noise']:g})",
@@ -152,6 +155,15 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
     return condition_rows, episode_rows
 
 
+def model_diagnostics(model, task, data, heldout, protocol: Protocol, windows, seed: int, device) -> dict[str, float]:
+    """What a model learned, beside how it plans: probe R² of the true state, surprise AUROC."""
+    heldout_windows = WindowDataset(heldout, num_frames=windows.num_frames, frameskip=protocol.frameskip)
+    probed = probe(model, windows, heldout_windows, device, max_frames=5_000)
+    surprise = evaluate_surprise(model, task, heldout, seed=seed, device=device, frameskip=protocol.frameskip)
+    log.info("probe R² %.3f, surprise AUROC %.3f", probed["r2"], surprise["surprise_auroc"])
+    return {"probe_r2": probed["r2"], "surprise_auroc": surprise["surprise_auroc"]}
+
+
 def execute_trial(config: dict[str, Any], root: str, report: Report | None = None) -> list[dict]:
     """Run a trial and write its rows; any exception becomes one ``failed`` row with the error."""
     started = datetime.now(UTC)
@@ -159,7 +171,7 @@ def execute_trial(config: dict[str, Any], root: str, report: Report | None = Non
         condition_rows, episode_rows = run_trial(config, report)
     except Exception as error:  # noqa: BLE001 - a sweep records every failure and goes on
         log.exception("trial %s failed", config["trial_id"])
-        protocol = Protocol(**config["protocol"])
+        protocol = _resolved_protocol(config)
         condition_rows, episode_rows = (
             [
                 {
@@ -174,6 +186,16 @@ def execute_trial(config: dict[str, Any], root: str, report: Report | None = Non
         )
     results.write_trial(root, config["trial_id"], condition_rows, episode_rows)
     return condition_rows
+
+
+def _resolved_protocol(config: dict[str, Any]) -> Protocol:
+    """The trial's protocol with the task's defaults, so a failed row sits beside its siblings."""
+    protocol = Protocol(**config["protocol"])
+    try:
+        task_class = type(make_task(config["task"]["name"], image_size=config["task"]["image_size"]))
+    except Exception:  # noqa: BLE001 - the task itself may be what failed
+        return protocol
+    return protocol.resolved(task_class.default_history, task_class.default_frameskip)
 
 
 def _identity(config: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
