@@ -1,0 +1,363 @@
+"""Push-T on ``gym-pusht``: push a T-shaped block onto a fixed target pose with a round pusher.
+
+The world is the package's 512 × 512 pixel board (pymunk physics, pygame drawing).
+An env action is the pusher's target position, which a PD controller tracks; here it
+is scaled to [-1, 1]^2 (``-1 -> 0``, ``1 -> 512``). The state is the package's own
+(agent x, agent y, block x, block y, block angle mod 2π). Frames are the package's
+rendering, resized by the package from 512 px to ``image_size`` (96 natively).
+
+Success is the package's test — the block covers more than 95% of the goal zone —
+applied to any pair: the block at ``state`` against the block placed at ``goal``'s
+pose. The package's own goal pose is fixed, so image goals come from placing the
+world at a goal state (``set_state``) and rendering it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, ClassVar
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless pygame, before gym_pusht imports it
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import pymunk  # noqa: E402
+import shapely  # noqa: E402
+from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv  # noqa: E402
+
+from tasks.protocol import Task, TaskEnv  # noqa: E402
+
+BOARD_SIZE = 512.0  # the package's board, in pixels; action targets live in [0, 512]^2
+GOAL_POSE = np.array([256.0, 256.0, np.pi / 4])  # the package's fixed goal (x, y, angle), PushTEnv._setup
+SUCCESS_COVERAGE = 0.95  # the package's success_threshold
+AGENT_RADIUS = 15.0  # the package's pusher disc (PushTEnv.add_circle)
+ARENA_LOW, ARENA_HIGH = 5.0 + 2.0, 506.0 - 2.0  # inner faces of the package's walls (segments of radius 2)
+GOAL_AGENT_POSITION = np.array([256.0, 400.0])  # the package's start position of the pusher, clear of the goal T
+STAND_OFF = 6.0  # px between the pusher's edge and the block before a push
+
+
+def action_to_target(action: np.ndarray) -> np.ndarray:
+    """[-1, 1]^2 action -> the package's pixel-space target position in [0, 512]^2."""
+    return (np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0) + 1.0) * (BOARD_SIZE / 2)
+
+
+def target_to_action(target: np.ndarray) -> np.ndarray:
+    """Pixel-space target position -> [-1, 1]^2 action (clipped to the board)."""
+    return np.clip(np.asarray(target, dtype=np.float64) / (BOARD_SIZE / 2) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+@functools.cache
+def _tee() -> tuple[pymunk.Body, tuple[pymunk.Poly, ...]]:
+    """The package's T body and its two rectangles (local vertices), built once per process."""
+    body, shapes = PackagePushTEnv.add_tee(pymunk.Space(), (0, 0), 0)
+    return body, tuple(shapes)
+
+
+def _tee_shapes() -> tuple[pymunk.Poly, ...]:
+    return _tee()[1]
+
+
+@functools.cache
+def _tee_local_vertices() -> tuple[np.ndarray, ...]:
+    """Each T rectangle's vertices in the block's frame: (4, 2) per shape."""
+    return tuple(np.array([tuple(vertex) for vertex in shape.get_vertices()]) for shape in _tee_shapes())
+
+
+def tee_polygon(pose: np.ndarray) -> shapely.MultiPolygon:
+    """The T block at pose (x, y, angle): the package's two rectangles, placed as pymunk places them.
+
+    Same vertices and transform as the package's ``pymunk_to_shapely(get_goal_pose_body(pose), shapes)``
+    (tests check the two agree), built from NumPy instead of pymunk bodies, ~5× faster.
+    """
+    x, y, angle = np.asarray(pose, dtype=np.float64)
+    placed = [vertices @ _rotation(angle).T + np.array([x, y]) for vertices in _tee_local_vertices()]
+    return shapely.MultiPolygon([shapely.Polygon(vertices) for vertices in placed])
+
+
+def coverage(block_pose: np.ndarray, goal_pose: np.ndarray) -> float:
+    """Fraction of the goal zone (the T at ``goal_pose``) covered by the T at ``block_pose``, as in the package."""
+    goal = tee_polygon(goal_pose)
+    return float(goal.intersection(tee_polygon(block_pose)).area / goal.area)
+
+
+def tee_keypoints(pose: np.ndarray) -> np.ndarray:
+    """The T's 8 corner points (the package's keypoints) at pose (x, y, angle): (8, 2)."""
+    x, y, angle = np.asarray(pose, dtype=np.float64)
+    local = np.concatenate(_tee_local_vertices())  # (8, 2)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    return local @ rotation.T + np.array([x, y])
+
+
+class PushTEnv(TaskEnv):
+    """The package's PushTEnv behind the task contract; episodes never end by themselves.
+
+    The package ends an episode when its fixed goal is covered; here the caller sets the
+    length, and the package's coverage of its own goal is passed on in ``info``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, image_size: int) -> None:
+        self.env = PackagePushTEnv(
+            obs_type="pixels_agent_pos", observation_width=image_size, observation_height=image_size
+        )
+        self.render_mode = "rgb_array"
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        high = np.array([BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, 2 * np.pi], dtype=np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
+                "state": gym.spaces.Box(np.zeros(5, dtype=np.float32), high, dtype=np.float32),
+            }
+        )
+        self._pixels: np.ndarray | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The package's random start (agent and block uniform, any angle), or ``options["state"]``."""
+        super().reset(seed=seed)
+        if options and options.get("state") is not None:
+            return self.set_state(options["state"]), {}
+        package_obs, _ = self.env.reset(seed=seed)
+        return self._observe(package_obs), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (2,):
+            raise ValueError(f"action must have shape (2,) with values in [-1, 1], got shape {action.shape}")
+        package_obs, reward, _, _, info = self.env.step(action_to_target(action))
+        return self._observe(package_obs), float(reward), False, False, {"coverage": info["coverage"]}
+
+    def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        """Place agent and block (at rest) through the package's ``reset_to_state``.
+
+        The package sets the block's position before its angle, and pymunk turns a body
+        about its centre of gravity, so the block would land off the given position (the
+        package's docstring warns of it); the position passed in is corrected for that
+        turn. The package then runs one 10 ms physics step, so a block placed overlapping
+        the agent or a wall is pushed clear of it; ``get_state`` reports where it ends up.
+        """
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (5,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"state must be a finite (agent x, agent y, block x, block y, angle), got {state!r}")
+        com = np.array(_tee_com())
+        placed = state.copy()
+        placed[2:4] = state[2:4] - com + _rotation(state[4]) @ com  # where to put it at angle 0
+        package_obs, _ = self.env.reset(options={"reset_to_state": placed})
+        return self._observe(package_obs)
+
+    def get_state(self) -> np.ndarray:
+        agent, block = self.env.agent, self.env.block
+        return np.array([*agent.position, *block.position, block.angle % (2 * np.pi)], dtype=np.float32)
+
+    def render(self) -> np.ndarray:
+        return self.render_pixels()
+
+    def render_pixels(self) -> np.ndarray:
+        if self._pixels is None:
+            raise RuntimeError("reset the Push-T env before rendering it")
+        return self._pixels.copy()
+
+    def close(self) -> None:
+        self.env.close()
+
+    def _observe(self, package_obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._pixels = package_obs["pixels"]
+        return {"pixels": self._pixels.copy(), "state": self.get_state()}
+
+
+class PushTExpert:
+    """Scripted pusher: goes around the block to the best contact point, then pushes it.
+
+    Each contact point on the T's outline (every ``spacing`` px) is scored by how well a
+    push there, into the block, moves its pose toward the goal: a quasi-static model in
+    which a push at point c along d translates the centre of mass along d and turns the
+    block by (c − com) × d / ρ² (ρ: radius of gyration). The pusher walks around the
+    block (never through it) to stand off the best point, then pushes, aiming to move
+    the block by a fraction ``gain`` of the remaining error, so pushes shrink near the
+    goal. Gaussian noise of std ``noise`` is added to each action. ``goal`` is the
+    package's goal pose, so collection reports how often the expert covers it:
+    measured over 200-step episodes, 20/20 at noise 0, 17/20 at 0.05 and 1/40 at 0.1
+    (26 px of jitter on the target swamps the last few-pixel pushes).
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        noise: float,
+        spacing: float = 8.0,
+        gain: float = 0.6,
+        angle_scale: float = 60.0,  # px per radian when position and angle errors are compared
+        travel_scale: float = 400.0,  # px of walk that cost as much as a perfectly aimed push gains
+    ) -> None:
+        self.rng = rng
+        self.travel_scale = travel_scale
+        self.noise = noise
+        self.gain = gain
+        self.angle_scale = angle_scale
+        self.goal = np.array([*GOAL_AGENT_POSITION, *GOAL_POSE], dtype=np.float32)
+        self.contacts, self.normals = _outline_contacts(spacing)  # (C, 2) local points, outward unit normals
+        self.com = np.array(_tee_com())  # local centre of mass
+        self.gyration_sq = _tee_gyration_sq()
+        self.contact: int | None = None
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        state = np.asarray(obs["state"], dtype=np.float64)
+        action = target_to_action(self._target(state[:2], state[2:5]))
+        if self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, 2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def _target(self, agent: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """The pusher's next target position (px)."""
+        if coverage(block, GOAL_POSE) > SUCCESS_COVERAGE + 0.02:
+            self.contact = None
+            return agent  # done: hold still
+        rotation = _rotation(block[2])
+        com = rotation @ self.com + block[:2]
+        goal_com = _rotation(GOAL_POSE[2]) @ self.com + GOAL_POSE[:2]
+        error = np.array([*(goal_com - com), self.angle_scale * _wrap(GOAL_POSE[2] - block[2])])
+        points = self.contacts @ rotation.T + block[:2]  # (C, 2) world contact points
+        normals = self.normals @ rotation.T  # (C, 2) outward
+        scores = self._scores(points, normals, com, error)
+        travel = np.linalg.norm(points + normals * (AGENT_RADIUS + STAND_OFF) - agent, axis=1)
+        scores = scores - travel / self.travel_scale
+        best = int(np.argmax(scores))
+        if self.contact is None or scores[best] > scores[self.contact] + 0.1:
+            self.contact = best
+        point, normal = points[self.contact], normals[self.contact]
+        offset = agent - point
+        along, across = offset @ normal, abs(offset[0] * normal[1] - offset[1] * normal[0])
+        if along > 0 and along < AGENT_RADIUS + STAND_OFF + 4.0 and across < 8.0:  # at the contact: push
+            displacement = np.clip(self.gain * np.linalg.norm(error), 1.0, 25.0)
+            return point + normal * (AGENT_RADIUS - displacement)
+        return self._waypoint(agent, point + normal * (AGENT_RADIUS + STAND_OFF), block)
+
+    def _scores(self, points: np.ndarray, normals: np.ndarray, com: np.ndarray, error: np.ndarray) -> np.ndarray:
+        """Cosine between each contact's predicted motion and the pose error; -inf where the pusher can't stand."""
+        direction = -normals  # (C, 2) pushing into the block
+        arm = points - com
+        turn = (arm[:, 0] * direction[:, 1] - arm[:, 1] * direction[:, 0]) / self.gyration_sq
+        motion = np.concatenate([direction, self.angle_scale * turn[:, None]], axis=1)  # (C, 3)
+        scores = motion @ error / (np.linalg.norm(motion, axis=1) * np.linalg.norm(error) + 1e-9)
+        stand = points + normals * (AGENT_RADIUS + STAND_OFF)
+        reachable = np.all((stand >= ARENA_LOW + AGENT_RADIUS) & (stand <= ARENA_HIGH - AGENT_RADIUS), axis=1)
+        return np.where(reachable, scores, -np.inf)
+
+    def _waypoint(self, agent: np.ndarray, stand_off: np.ndarray, block: np.ndarray) -> np.ndarray:
+        """Straight to ``stand_off`` when that path is clear of the block, else along a ring around it."""
+        block_shape = tee_polygon(block)
+        if not block_shape.buffer(AGENT_RADIUS + 1.0).intersects(shapely.LineString([agent, stand_off])):
+            return stand_off
+        ring = block_shape.buffer(AGENT_RADIUS + 2 * STAND_OFF).exterior
+        here, there = ring.project(shapely.Point(agent)), ring.project(shapely.Point(stand_off))
+        if ring.distance(shapely.Point(agent)) > 2 * STAND_OFF:  # first onto the ring, at its nearest point
+            return np.array(ring.interpolate(here).coords[0])
+        forward = (there - here) % ring.length
+        step = min(40.0, forward) if forward <= ring.length / 2 else -min(40.0, ring.length - forward)
+        waypoint = np.array(ring.interpolate((here + step) % ring.length).coords[0])
+        return np.clip(waypoint, ARENA_LOW + AGENT_RADIUS, ARENA_HIGH - AGENT_RADIUS)
+
+
+def _rotation(angle: float) -> np.ndarray:
+    return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+
+
+def _wrap(angle: float) -> float:
+    """Angle in [-π, π)."""
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+@functools.cache
+def _tee_outline() -> shapely.Polygon:
+    """The T's outline in local coordinates, counter-clockwise."""
+    outline = shapely.union_all(list(tee_polygon(np.zeros(3)).geoms)).simplify(0.1)
+    return shapely.geometry.polygon.orient(outline, sign=1.0)
+
+
+def _tee_com() -> tuple[float, float]:
+    """The block's centre of gravity in local coordinates, as the package sets it (it turns about this point)."""
+    return tuple(_tee()[0].center_of_gravity)
+
+
+def _tee_gyration_sq() -> float:
+    """Squared radius of gyration about the centre of mass (uniform density), by sampling."""
+    outline = _tee_outline()
+    x0, y0, x1, y1 = outline.bounds
+    xs, ys = np.meshgrid(np.arange(x0, x1, 2.0) + 1, np.arange(y0, y1, 2.0) + 1)
+    inside = shapely.contains_xy(outline, xs, ys)
+    cx, cy = _tee_com()
+    return float(np.mean((xs[inside] - cx) ** 2 + (ys[inside] - cy) ** 2))
+
+
+def _outline_contacts(spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points every ``spacing`` px along the T's edges and their outward normals.
+
+    Points whose stand-off disc would overlap the T itself (in the corners under the bar) are left out.
+    """
+    ring = np.array(_tee_outline().exterior.coords)  # counter-clockwise: outward normal is the edge turned right
+    points, normals = [], []
+    for start, end in zip(ring[:-1], ring[1:], strict=True):
+        edge = end - start
+        length = np.linalg.norm(edge)
+        count = max(1, int(length // spacing))
+        for fraction in (np.arange(count) + 0.5) / count:
+            points.append(start + fraction * edge)
+            normals.append(np.array([edge[1], -edge[0]]) / length)
+    points, normals = np.array(points), np.array(normals)
+    stand = points + normals * (AGENT_RADIUS + STAND_OFF)
+    free = shapely.distance(_tee_outline(), shapely.points(stand)) >= AGENT_RADIUS
+    return points[free], normals[free]
+
+
+class PushT(Task):
+    """Push-T: push the T block onto a goal pose (success: >95% of the goal zone covered)."""
+
+    name = "pusht"
+    version = "1"
+    action_dim = 2
+    state_dim = 5
+    default_history = 3  # LeWM
+    default_frameskip = 5  # LeWM
+    episode_steps = 200  # LeWM's Push-T episodes run ~196 steps
+
+    def __init__(self, image_size: int = 96) -> None:  # 96 px: the package's native observation size
+        if not (isinstance(image_size, int) and image_size >= 8):
+            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+        super().__init__(image_size=image_size)
+
+    def make_env(self, seed: int | None = None) -> PushTEnv:
+        env = PushTEnv(self.image_size)
+        if seed is not None:
+            env.reset(seed=seed)
+        return env
+
+    def expert(self, rng: np.random.Generator, noise: float = 0.0) -> PushTExpert:
+        return PushTExpert(rng, noise)
+
+    def success(self, state: np.ndarray, goal: np.ndarray) -> bool:
+        """The package's criterion: the block at ``state`` covers > 95% of the T placed at ``goal``."""
+        return coverage(np.asarray(state)[2:5], np.asarray(goal)[2:5]) > SUCCESS_COVERAGE
+
+    def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
+        """Mean distance (px) between the T's 8 corners at the two block poses.
+
+        It combines position and angle errors in one length: a shift by δ adds δ, a turn
+        by θ about the centre adds about θ × the corners' mean distance from it (~60 px).
+        """
+        corners = tee_keypoints(np.asarray(state)[2:5]) - tee_keypoints(np.asarray(goal)[2:5])
+        return float(np.mean(np.linalg.norm(corners, axis=1)))
+
+    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The package's own task: its random start, and its fixed goal pose with the pusher clear of it.
+
+        The package budgets 300 steps for this; the default protocol (goals 25 steps
+        ahead in held-out episodes, harness/cases.py) is what fits a 50-step budget.
+        """
+        env = PackagePushTEnv(obs_type="state")
+        start, _ = env.reset(seed=int(rng.integers(2**31)))
+        env.close()
+        goal = np.array([*GOAL_AGENT_POSITION, *GOAL_POSE], dtype=np.float32)
+        return np.asarray(start, dtype=np.float32), goal

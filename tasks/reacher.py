@@ -1,0 +1,222 @@
+"""Reacher on ``dm_control``: a two-link planar arm brings its fingertip to a target (reacher-easy).
+
+The env is the suite's ``reacher``/``easy`` task (target radius 5 cm, 20 ms control
+step), without its time limit. Actions are the two joint torques in [-1, 1], as the
+suite defines them. Frames come from the suite's fixed top-down camera, rendered by
+MuJoCo through EGL at ``image_size`` (64 by default). The state is (shoulder, wrist,
+their velocities, target x, target y).
+
+Success compares fingertips: the fingertip at ``state`` within 6 cm of the fingertip
+at ``goal`` — the suite's own test (finger sphere touching the target sphere: target
+radius 5 cm + finger radius 1 cm), with the goal's fingertip as the target.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless rendering
+# Software Mesa (llvmpipe) renders on one thread: at 64×64 its thread hand-offs cost more than they
+# save (same pixels; reacher 22 -> 38, cube 5.0 -> 6.5 frames/s here). GPU drivers ignore it.
+os.environ.setdefault("LP_NUM_THREADS", "1")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+from dm_control import suite  # noqa: E402
+
+from tasks.protocol import Task, TaskEnv  # noqa: E402
+
+LINK_LENGTHS = (0.12, 0.12)  # m: shoulder to wrist, wrist to fingertip (reacher.xml body offsets)
+SUCCESS_RADIUS = 0.05 + 0.01  # m: reacher-easy's target radius (_BIG_TARGET) + the finger's radius
+CAMERA = "fixed"  # the suite's top-down camera (camera 0)
+
+
+def fingertip(states: np.ndarray) -> np.ndarray:
+    """Fingertip (x, y) from joint angles: (..., S) -> (..., 2), the arm's forward kinematics."""
+    states = np.asarray(states, dtype=np.float64)
+    shoulder, elbow = states[..., 0], states[..., 0] + states[..., 1]
+    x = LINK_LENGTHS[0] * np.cos(shoulder) + LINK_LENGTHS[1] * np.cos(elbow)
+    y = LINK_LENGTHS[0] * np.sin(shoulder) + LINK_LENGTHS[1] * np.sin(elbow)
+    return np.stack([x, y], axis=-1)
+
+
+def reach(target: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Joint angles (shoulder, wrist) that put the fingertip at ``target``; the elbow side nearer ``near``."""
+    l1, l2 = LINK_LENGTHS
+    distance = np.clip(np.linalg.norm(target), abs(l1 - l2) + 1e-6, l1 + l2 - 1e-6)
+    cosine = (distance**2 - l1**2 - l2**2) / (2 * l1 * l2)
+    solutions = []
+    for wrist in (np.arccos(cosine), -np.arccos(cosine)):
+        shoulder = np.arctan2(target[1], target[0]) - np.arctan2(l2 * np.sin(wrist), l1 + l2 * np.cos(wrist))
+        solutions.append(np.array([_wrap(shoulder), wrist]))
+    gaps = [np.abs(_wrap_array(solution - near)).sum() for solution in solutions]
+    return solutions[int(np.argmin(gaps))]
+
+
+def _wrap(angle: float) -> float:
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+def _wrap_array(angles: np.ndarray) -> np.ndarray:
+    return (angles + np.pi) % (2 * np.pi) - np.pi
+
+
+class ReacherEnv(TaskEnv):
+    """The suite's reacher-easy behind the task contract; episodes never end by themselves."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+        self.env = suite.load("reacher", "easy", task_kwargs={"time_limit": float("inf")})
+        self.physics = self.env.physics
+        self.render_mode = "rgb_array"
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
+                "state": gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32),
+            }
+        )
+        self._started = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The suite's random start (joints uniform in range, target 5–20 cm out), or ``options["state"]``."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self.env.task.random.seed(seed)
+        self.env.reset()
+        self._started = True
+        if options and options.get("state") is not None:
+            return self.set_state(options["state"]), {}
+        return self._observe(), {}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (2,):
+            raise ValueError(f"action must have shape (2,) with values in [-1, 1], got shape {action.shape}")
+        if not self._started:
+            raise RuntimeError("reset the Reacher env before stepping it")
+        time_step = self.env.step(np.clip(action, -1.0, 1.0))
+        return self._observe(), float(time_step.reward or 0.0), False, False, {}
+
+    def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape != (6,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"state must be finite (shoulder, wrist, their velocities, target x, y), got {state!r}")
+        if not self._started:
+            self.reset()
+        with self.physics.reset_context():
+            self.physics.named.data.qpos[["shoulder", "wrist"]] = state[0:2]
+            self.physics.named.data.qvel[["shoulder", "wrist"]] = state[2:4]
+            self.physics.named.model.geom_pos["target", ["x", "y"]] = state[4:6]
+        return self._observe()
+
+    def get_state(self) -> np.ndarray:
+        named = self.physics.named
+        return np.concatenate(
+            [
+                named.data.qpos[["shoulder", "wrist"]],
+                named.data.qvel[["shoulder", "wrist"]],
+                named.model.geom_pos["target", ["x", "y"]],
+            ]
+        ).astype(np.float32)
+
+    def render(self) -> np.ndarray:
+        return self.render_pixels()
+
+    def render_pixels(self) -> np.ndarray:
+        return self.physics.render(self.image_size, self.image_size, camera_id=CAMERA)
+
+    def close(self) -> None:
+        """Free the EGL context now (left to the garbage collector, EGL errors at exit)."""
+        self.env.close()
+        self.physics.free()
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        return {"pixels": self.render_pixels(), "state": self.get_state()}
+
+
+class ReacherExpert:
+    """Jacobian-transpose PD control of the fingertip toward the target, plus Gaussian noise.
+
+    Torque = gain · Jᵀ (target − fingertip) − damping · joint velocity, clipped to [-1, 1].
+    ``goal`` is a state with the fingertip on the target, so collection reports how
+    often the expert touches it.
+    """
+
+    def __init__(self, rng: np.random.Generator, noise: float, gain: float = 300.0, damping: float = 0.2) -> None:
+        self.rng = rng
+        self.noise = noise
+        self.gain = gain
+        self.damping = damping
+        self.goal: np.ndarray | None = None
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        state = np.asarray(obs["state"], dtype=np.float64)
+        target = state[4:6]
+        if self.goal is None:
+            self.goal = np.array([*reach(target, state[:2]), 0.0, 0.0, *target], dtype=np.float32)
+        shoulder, elbow = state[0], state[0] + state[1]
+        l1, l2 = LINK_LENGTHS
+        jacobian = np.array(
+            [
+                [-l1 * np.sin(shoulder) - l2 * np.sin(elbow), -l2 * np.sin(elbow)],
+                [l1 * np.cos(shoulder) + l2 * np.cos(elbow), l2 * np.cos(elbow)],
+            ]
+        )
+        error = target - fingertip(state)
+        action = self.gain * jacobian.T @ error - self.damping * state[2:4]
+        if self.noise > 0:
+            action = action + self.rng.normal(0.0, self.noise, 2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class Reacher(Task):
+    """dm_control reacher-easy: bring the fingertip onto the goal's fingertip position (within 6 cm)."""
+
+    name = "reacher"
+    version = "1"
+    action_dim = 2
+    state_dim = 6
+    default_history = 3  # LeWM uses history 3 outside Two-Room
+    default_frameskip = 5  # LeWM
+    episode_steps = 200  # LeWM's Reacher data: 10,000 episodes × 200 steps
+
+    def __init__(self, image_size: int = 64) -> None:
+        if not (isinstance(image_size, int) and image_size >= 8):
+            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+        super().__init__(image_size=image_size)
+
+    def make_env(self, seed: int | None = None) -> ReacherEnv:
+        env = ReacherEnv(self.image_size)
+        if seed is not None:
+            env.reset(seed=seed)
+        return env
+
+    def expert(self, rng: np.random.Generator, noise: float = 0.0) -> ReacherExpert:
+        return ReacherExpert(rng, noise)
+
+    def success(self, state: np.ndarray, goal: np.ndarray) -> bool:
+        """The suite's reach test, with the goal's fingertip as the target: within 6 cm."""
+        return self.distance(state, goal) <= SUCCESS_RADIUS
+
+    def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
+        """Distance (m) between the fingertips."""
+        return float(np.linalg.norm(fingertip(state) - fingertip(goal)))
+
+    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The suite's task: its random start, and the goal of the fingertip resting on the target."""
+        env = suite.load("reacher", "easy", task_kwargs={"random": int(rng.integers(2**31))})
+        env.reset()
+        named = env.physics.named
+        start = np.concatenate(
+            [named.data.qpos[["shoulder", "wrist"]], named.data.qvel[["shoulder", "wrist"]]]
+            + [named.model.geom_pos["target", ["x", "y"]]]
+        )
+        env.close()
+        goal = np.array([*reach(start[4:6], start[:2]), 0.0, 0.0, *start[4:6]])
+        return start.astype(np.float32), goal.astype(np.float32)
