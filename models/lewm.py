@@ -1,0 +1,222 @@
+"""LeWorldModel (LeWM): a JEPA world model trained end to end from pixels with SIGReg.
+
+Maes, Le Lidec, Scieur, LeCun, Balestriero, arXiv 2603.19312 (2026); numbers from
+REFERENCE.md. A ViT encodes each frame to one latent (its CLS token through a
+BatchNorm projector). A causal transformer predicts the next frame's latent from the
+history of latents, with the action block entering every block by AdaLN-zero. The loss
+is the prediction error plus λ·SIGReg on the encoder's embeddings; SIGReg alone keeps
+the latents from collapsing, so there is no stop-gradient, no EMA target and no decoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from models.protocol import WorldModel
+from models.sigreg import SIGReg
+from models.vit import ConditionedBlock, ViTEncoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class LeWMConfig:
+    """LeWM's hyperparameters; defaults are the published ones (REFERENCE.md, LeWM "Method")."""
+
+    # Encoder: ViT-Tiny trained from scratch at 224×224.
+    image_size: int = 224
+    patch_size: int = 14  # ViT-Tiny
+    encoder_width: int = 192  # ViT-Tiny
+    encoder_depth: int = 12  # ViT-Tiny
+    encoder_heads: int = 3  # ViT-Tiny
+    encoder_mlp_dim: int = 768  # ViT-Tiny's MLP ratio 4
+    # Latent: one token of latent_dim per frame, via projector MLPs 192→2048→192 with BatchNorm1d
+    # (a LayerNorm there stops SIGReg from working, per the paper).
+    latent_dim: int = 192
+    projector_hidden: int = 2048
+    # Predictor: causal transformer, 6 layers, 16 heads × 64, width 192, MLP 2048, dropout 0.1.
+    predictor_depth: int = 6
+    predictor_heads: int = 16
+    predictor_dim_head: int = 64
+    predictor_width: int = 192
+    predictor_mlp_dim: int = 2048
+    predictor_dropout: float = 0.1  # the paper's ablation: 0 → 78%, 0.1 → 96%, 0.2 → 85% on Push-T
+    max_frames: int = 16  # learned positional embeddings for windows up to this long (ours)
+    # Action encoder: Conv1d(k=1) then an MLP with SiLU over the action block.
+    action_dim: int = 10  # A = frameskip × env action_dim (Push-T: 5 × 2); set by build()
+    action_conv_dim: int = 10  # Conv1d output width (ours)
+    action_mlp_ratio: int = 4  # hidden width = ratio × predictor_width (ours)
+    # Loss: L = MSE(ẑ_{t+1}, z_{t+1}) + λ·SIGReg(Z).
+    sigreg_weight: float = 0.1  # λ: paper 0.1 (released config 0.09)
+    sigreg_directions: int = 1024  # LeJEPA / the authors' library
+    sigreg_knots: int = 17  # LeJEPA / the authors' library
+    # Frames of context: 3 for Push-T and Cube, 1 for Two-Room.
+    history: int = 3
+
+
+SIZES: dict[str, LeWMConfig] = {
+    # ~0.5M parameters: trains on a CPU in minutes at 64×64 (REFERENCE.md, "What a CPU budget buys").
+    "tiny": LeWMConfig(
+        image_size=64,
+        patch_size=8,
+        encoder_width=96,
+        encoder_depth=3,
+        encoder_heads=3,
+        encoder_mlp_dim=192,
+        latent_dim=64,
+        projector_hidden=256,
+        predictor_depth=2,
+        predictor_heads=4,
+        predictor_dim_head=24,
+        predictor_width=96,
+        predictor_mlp_dim=192,
+        action_mlp_ratio=2,
+    ),
+    # The published configuration (~18M parameters counting the config; advertised ~15M).
+    "paper": LeWMConfig(),
+}
+
+
+class Projector(nn.Module):
+    """MLP with BatchNorm1d: Linear → BatchNorm1d → GELU → Linear, over any leading dims."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in_dim) -> (..., out_dim); BatchNorm's batch is every leading position."""
+        flat = x.reshape(-1, x.shape[-1])  # (prod(...), in_dim)
+        return self.net(flat).reshape(*x.shape[:-1], -1)
+
+
+class ActionEncoder(nn.Module):
+    """Embeds each action block: Conv1d(k=1) over time, then an MLP with SiLU."""
+
+    def __init__(self, action_dim: int, conv_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(action_dim, conv_dim, kernel_size=1)
+        self.mlp = nn.Sequential(nn.Linear(conv_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, actions: Tensor) -> Tensor:
+        """(B, T, A) -> (B, T, out_dim)."""
+        smoothed = rearrange(self.conv(rearrange(actions, "b t a -> b a t")), "b c t -> b t c")
+        return self.mlp(smoothed)
+
+
+class Predictor(nn.Module):
+    """Causal transformer over latents with AdaLN-zero action conditioning in every block."""
+
+    def __init__(self, cfg: LeWMConfig) -> None:
+        super().__init__()
+        width = cfg.predictor_width
+        self.max_frames = cfg.max_frames
+        self.input = nn.Linear(cfg.latent_dim, width) if cfg.latent_dim != width else nn.Identity()
+        self.pos_embed = nn.Parameter(torch.randn(1, cfg.max_frames, width) * 0.02)
+        self.dropout = nn.Dropout(cfg.predictor_dropout)
+        self.blocks = nn.ModuleList(
+            ConditionedBlock(
+                width, cfg.predictor_heads, cfg.predictor_mlp_dim, cfg.predictor_dropout, cfg.predictor_dim_head
+            )
+            for _ in range(cfg.predictor_depth)
+        )
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, latents: Tensor, action_embeddings: Tensor) -> Tensor:
+        """latents (B, T, D) and action embeddings (B, T, width) -> (B, T, width); output t sees frames <= t."""
+        frames = latents.shape[1]
+        if frames > self.max_frames:
+            raise ValueError(f"the predictor has positions for {self.max_frames} frames, got {frames}")
+        x = self.dropout(self.input(latents) + self.pos_embed[:, :frames])  # (B, T, width)
+        for block in self.blocks:
+            x = block(x, action_embeddings, is_causal=True)
+        return self.norm(x)
+
+
+class LeWM(WorldModel):
+    """LeWM: encode frames to one latent each, predict the next latent from history and actions."""
+
+    def __init__(self, cfg: LeWMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.history = cfg.history
+        self.encoder = ViTEncoder(
+            cfg.image_size, cfg.patch_size, cfg.encoder_width, cfg.encoder_depth, cfg.encoder_heads, cfg.encoder_mlp_dim
+        )
+        self.projector = Projector(cfg.encoder_width, cfg.projector_hidden, cfg.latent_dim)
+        self.action_encoder = ActionEncoder(
+            cfg.action_dim, cfg.action_conv_dim, cfg.action_mlp_ratio * cfg.predictor_width, cfg.predictor_width
+        )
+        self.predictor = Predictor(cfg)
+        self.predictor_projector = Projector(cfg.predictor_width, cfg.projector_hidden, cfg.latent_dim)
+        self.sigreg = SIGReg(cfg.sigreg_directions, cfg.sigreg_knots)  # harness.distributed turns on all_reduce
+        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return 1
+
+    def encode(self, pixels: Tensor) -> Tensor:
+        """Frames (B, T, 3, H, W) in [0, 1] -> latents (B, T, 1, D): the ViT's CLS token through the projector."""
+        batch = pixels.shape[0]
+        images = rearrange(pixels, "b t c h w -> (b t) c h w")
+        images = (images - self.pixel_mean) / self.pixel_std
+        cls = self.encoder(images)[:, 0]  # (B·T, width)
+        latents = self.projector(cls)  # (B·T, D)
+        return rearrange(latents, "(b t) d -> b t 1 d", b=batch)
+
+    def predict(self, z_hist: Tensor, actions: Tensor) -> Tensor:
+        """Latents (B, T, 1, D) and action blocks (B, T, A) -> predicted next latents (B, T, 1, D), causally."""
+        latents = rearrange(z_hist, "b t 1 d -> b t d")
+        hidden = self.predictor(latents, self.action_encoder(actions))  # (B, T, width)
+        return rearrange(self.predictor_projector(hidden), "b t d -> b t 1 d")
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """MSE of teacher-forced next-latent prediction + λ·SIGReg of all embeddings per time step.
+
+        A window longer than ``history + 1`` frames is cut into overlapping windows of
+        ``history + 1``, so the predictor never sees more context in training than in planning.
+        """
+        pixels, actions = batch["pixels"], batch["actions"]
+        frames = pixels.shape[1]
+        if frames < 2:
+            raise ValueError(f"LeWM trains on windows of at least 2 frames, got {frames}")
+        z = self.encode(pixels)  # (B, T, 1, D)
+        span = min(frames, self.history + 1)
+        z_windows = rearrange(z.unfold(1, span, 1), "b w n d f -> (b w) f n d")  # (B·W, span, 1, D)
+        action_windows = rearrange(actions.unfold(1, span, 1), "b w a f -> (b w) f a")  # (B·W, span, A)
+        predicted = self.predict(z_windows[:, :-1], action_windows[:, :-1])  # (B·W, span − 1, 1, D)
+        pred_loss = F.mse_loss(predicted.float(), z_windows[:, 1:].float())
+        sigreg = self.sigreg(rearrange(z, "b t n d -> t (b n) d"))
+        return {"loss": pred_loss + self.cfg.sigreg_weight * sigreg, "pred_loss": pred_loss, "sigreg": sigreg}
+
+    def describe(self) -> dict[str, str]:
+        cfg = self.cfg
+        return {
+            "encoder": f"ViT {cfg.encoder_depth}×{cfg.encoder_width} patch {cfg.patch_size}, trained from scratch",
+            "sigreg_weight": str(cfg.sigreg_weight),
+        }
+
+
+def build(size: str, image_size: int, action_dim: int, history: int = 3, **overrides: Any) -> LeWM:
+    """LeWM from a size preset ("tiny", "paper") with the task's image size and action-block width."""
+    if size not in SIZES:
+        raise ValueError(f"unknown LeWM size {size!r}; known sizes: {', '.join(SIZES)}")
+    fields = {field.name for field in dataclasses.fields(LeWMConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown LeWM option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
+    overrides = {"history": history, **overrides}
+    cfg = dataclasses.replace(SIZES[size], image_size=image_size, action_dim=action_dim, **overrides)
+    return LeWM(cfg)

@@ -1,0 +1,159 @@
+"""Transformer blocks shared by the zoo: patch embedding, pre-norm blocks, a ViT encoder and AdaLN-zero.
+
+LeWM's encoder is a ViT (Dosovitskiy et al., 2021) read out at its CLS token; its
+predictor conditions every block on actions by AdaLN-zero (Peebles & Xie, DiT, 2023).
+Baselines reuse the same blocks (a DINO-WM-style predictor with frame-causal masks).
+Attention runs through ``scaled_dot_product_attention`` so fused kernels apply on GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+class PatchEmbed(nn.Module):
+    """Split an image into non-overlapping patches and embed each linearly."""
+
+    def __init__(self, image_size: int, patch_size: int, dim: int, channels: int = 3) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+        self.image_size = image_size
+        self.num_patches = (image_size // patch_size) ** 2
+        self.proj = nn.Conv2d(channels, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, P, D) with P = (H / patch)²."""
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"images of size {tuple(images.shape[-2:])} given to an encoder built for "
+                f"{self.image_size}×{self.image_size}; build the model with image_size={images.shape[-1]}"
+            )
+        return rearrange(self.proj(images), "b d h w -> b (h w) d")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; ``dim_head`` may differ from dim / heads (LeWM's predictor: 16 × 64 at width 192)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        dim_head = dim_head or dim // heads
+        inner = heads * dim_head
+        self.qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """(B, L, D) -> (B, L, D). ``mask`` (L, L) or (B, 1, L, L): True where attention is allowed."""
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )
+        return self.out(rearrange(attended, "b h l d -> b l (h d)"))
+
+
+class FeedForward(nn.Sequential):
+    """The transformer MLP: Linear, GELU, Linear, with dropout."""
+
+    def __init__(self, dim: int, mlp_dim: int, dropout: float = 0.0) -> None:
+        super().__init__(
+            nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
+        )
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, dim_head: int | None = None) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, dim_head, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """(B, L, D) -> (B, L, D)."""
+        x = x + self.attn(self.norm1(x), mask, is_causal)
+        return x + self.mlp(self.norm2(x))
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """AdaLN's affine map of a normalised input."""
+    return x * (1 + scale) + shift
+
+
+class ConditionedBlock(nn.Module):
+    """Pre-norm block conditioned by AdaLN-zero.
+
+    A zero-initialised Linear(cond_dim, 6·dim) turns the condition into shift, scale and
+    gate for the attention and the MLP branch; at initialisation every gate is 0, so the
+    block is the identity and the condition's influence is learned from there.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        dim_head: int | None = None,
+        cond_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.attn = Attention(dim, heads, dim_head, dropout)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or dim, 6 * dim))
+        nn.init.zeros_(self.modulation[-1].weight)
+        nn.init.zeros_(self.modulation[-1].bias)
+
+    def forward(self, x: Tensor, cond: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        """x (B, L, D) and cond (B, L, C) per token or (B, C) per sequence -> (B, L, D)."""
+        if cond.ndim == 2:
+            cond = rearrange(cond, "b c -> b 1 c")
+        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.modulation(cond).chunk(6, dim=-1)
+        x = x + gate_attn * self.attn(modulate(self.norm1(x), shift_attn, scale_attn), mask, is_causal)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class ViTEncoder(nn.Module):
+    """Vision transformer: patches + a CLS token + learned positional embeddings -> pre-norm blocks -> LayerNorm."""
+
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        channels: int = 3,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(image_size, patch_size, dim, channels)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, self.patch_embed.num_patches + 1, dim) * 0.02)
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_dim, dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.cls_token, std=0.02)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) -> tokens (B, 1 + P, D); token 0 is the CLS token."""
+        patches = self.patch_embed(images)  # (B, P, D)
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, D)
+        x = torch.cat([cls, patches], dim=1) + self.pos_embed  # (B, 1 + P, D)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def frame_causal_mask(frames: int, tokens_per_frame: int, device: torch.device | None = None) -> Tensor:
+    """Boolean (L, L) mask, L = frames × tokens: a token sees every token of its own and earlier frames."""
+    frame_of_token = torch.arange(frames, device=device).repeat_interleave(tokens_per_frame)  # (L,)
+    return frame_of_token[None, :] <= frame_of_token[:, None]

@@ -1,0 +1,251 @@
+"""The training loop, collapse diagnostics, checkpoint cache and linear probes, on real Two-Room data.
+
+One tiny LeWM is trained once per module (with SIGReg) and one without it (λ = 0); the
+tests read both. Frames are 32×32 so the whole file trains in about a minute on one core.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import harness.train as train_module
+from harness.probes import Ridge, fit_probe, probe, r2_per_dim
+from harness.train import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainStats,
+    checkpoint_key,
+    effective_rank,
+    latent_diagnostics,
+    load_or_train,
+    lr_factor,
+    train,
+)
+from models.protocol import WorldModel
+from models.registry import build_model
+from tasks.data import WindowDataset, cache_root, collect, split_episodes
+from tasks.protocol import make_task
+
+IMAGE_SIZE = 32
+ACTION_DIM = 10  # frameskip 5 × Two-Room's 2-D action
+MODEL_OPTIONS = {"history": 1, "sigreg_directions": 256}  # Two-Room: history 1; M is not sensitive (REFERENCE.md)
+CPU_CONFIG = TrainConfig(steps=150, batch_size=32, lr=2e-3, log_every=50)  # lr: tiny CPU runs need ~1e-3
+
+
+@dataclasses.dataclass
+class TwoRoomData:
+    train: WindowDataset
+    test: WindowDataset  # held-out episodes
+    key: str
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Train on one thread: on a shared 2-core machine, 2 OpenMP threads ran these steps ~5× slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def two_room(cache_dir) -> TwoRoomData:
+    task = make_task("two_room", image_size=IMAGE_SIZE)
+    episodes = collect(task, "expert", episodes=200, seed=0, workers=1, progress=False)
+    train_episodes, test_episodes = split_episodes(episodes, val_fraction=0.2)
+    frameskip = task.default_frameskip
+    return TwoRoomData(
+        WindowDataset(train_episodes, num_frames=2, frameskip=frameskip),
+        WindowDataset(test_episodes, num_frames=2, frameskip=frameskip),
+        episodes.key,
+    )
+
+
+def build_tiny(**overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, **{**MODEL_OPTIONS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(two_room) -> tuple[torch.nn.Module, TrainStats, list[dict]]:
+    model, records = build_tiny(), []
+    stats = train(model, two_room.train, CPU_CONFIG, "cpu", log_fn=records.append)
+    return model, stats, records
+
+
+@pytest.fixture(scope="module")
+def trained_without_sigreg(two_room) -> tuple[torch.nn.Module, TrainStats]:
+    model = build_tiny(sigreg_weight=0.0)
+    return model, train(model, two_room.train, dataclasses.replace(CPU_CONFIG, steps=100), "cpu")
+
+
+def test_training_lowers_the_prediction_loss(trained):
+    _, stats, _ = trained
+    first, last = stats.history[0], stats.history[-1]
+    assert stats.steps == CPU_CONFIG.steps and len(stats.history) == 3
+    assert last["pred_loss"] < 0.6 * first["pred_loss"]
+    assert stats.final_loss < stats.first_loss
+    assert stats.samples_per_s > 0 and stats.seconds > 0
+
+
+def test_log_fn_receives_every_loss_term_and_collapse_diagnostics(trained):
+    _, stats, records = trained
+    assert records == stats.history
+    assert [record["step"] for record in records] == [50, 100, 150]
+    for name in ("loss", "pred_loss", "sigreg", "lr", "samples_per_s", "eff_rank", "latent_std"):
+        assert all(math.isfinite(record[name]) for record in records), name
+    assert records[-1]["lr"] < records[0]["lr"]  # cosine decay
+    assert stats.diagnostics["eff_rank"] == records[-1]["eff_rank"]
+
+
+def test_sigreg_keeps_latents_spread_and_without_it_they_collapse(trained, trained_without_sigreg):
+    """Without SIGReg the prediction loss is met by shrinking every latent to (nearly) one point."""
+    _, with_sigreg, _ = trained
+    _, without_sigreg = trained_without_sigreg
+    assert with_sigreg.diagnostics["eff_rank"] > 4.0
+    assert with_sigreg.diagnostics["latent_std"] > 0.3
+    assert without_sigreg.diagnostics["latent_std"] < 0.1 * with_sigreg.diagnostics["latent_std"]
+    assert without_sigreg.diagnostics["sigreg"] > 2 * with_sigreg.diagnostics["sigreg"]
+    assert without_sigreg.history[-1]["pred_loss"] < with_sigreg.history[-1]["pred_loss"]
+
+
+class RedCentroid(WorldModel):
+    """A hand-made encoder whose latent is the agent's pixel centroid: a known answer for the probe."""
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        redness = (pixels[:, :, 0] - pixels[:, :, 1:].mean(dim=2)).clamp_min(0) ** 2  # (B, T, H, W)
+        size = pixels.shape[-1]
+        grid = torch.arange(size, dtype=pixels.dtype)
+        mass = redness.sum(dim=(-2, -1)).clamp_min(1e-6)
+        x = (redness.sum(dim=-2) * grid).sum(-1) / mass
+        y = (redness.sum(dim=-1) * grid).sum(-1) / mass
+        return torch.stack([x, y], dim=-1)[:, :, None]  # (B, T, 1, 2)
+
+    def predict(self, z_hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return z_hist
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return 1
+
+
+def test_probe_recovers_agent_position_from_latents_that_hold_it(two_room):
+    """Frames and states stay aligned through the probe: a centroid encoder gives R² near 1 on held-out episodes."""
+    centroid = probe(RedCentroid(), two_room.train, two_room.test, "cpu", max_frames=2000)
+    untrained = probe(build_tiny(), two_room.train, two_room.test, "cpu", max_frames=2000)
+    assert centroid["train_frames"] == 2000 and centroid["test_frames"] == 2000
+    assert min(centroid["r2_per_dim"]) > 0.95
+    assert untrained["r2"] < 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: in CPU budgets the tiny ViT learns the agent's offset within its patch "
+    "(latents repeat every patch width), not its absolute position; probe R² stays ≈ that of a random encoder",
+)
+def test_probe_reads_agent_position_better_than_a_random_encoder(cache_dir):
+    task = make_task("two_room", image_size=64)
+    train_episodes, test_episodes = split_episodes(
+        collect(task, "expert", episodes=200, seed=0, workers=1, progress=False), val_fraction=0.2
+    )
+    windows = WindowDataset(train_episodes, num_frames=4, frameskip=task.default_frameskip)
+    held_out = WindowDataset(test_episodes, num_frames=4, frameskip=task.default_frameskip)
+    torch.manual_seed(0)
+    model = build_model("lewm", "tiny", 64, ACTION_DIM, **MODEL_OPTIONS)
+    untrained = probe(model, windows, held_out, "cpu", max_frames=3000)
+    train(model, windows, TrainConfig(steps=600, batch_size=64, lr=1e-3, log_every=200), "cpu")
+    learned = probe(model, windows, held_out, "cpu", max_frames=3000)
+    assert learned["r2"] > untrained["r2"] + 0.15
+
+
+def test_ridge_probe_recovers_a_linear_map_and_scores_noise_near_zero():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 8))
+    states = features @ rng.normal(size=(8, 2)) + 0.01 * rng.normal(size=(400, 2))
+    ridge, _, _ = fit_probe(features[:300], states[:300])
+    assert r2_per_dim(states[300:], ridge.predict(features[300:])).min() > 0.99
+    noise_ridge, _, _ = fit_probe(features[:300], rng.normal(size=(300, 2)))
+    assert r2_per_dim(rng.normal(size=(100, 2)), noise_ridge.predict(features[300:])).max() < 0.1
+    wide = rng.normal(size=(50, 200))  # more features than samples: the dual form
+    assert Ridge(1e-3).fit(wide, wide[:, :2]).predict(wide).shape == (50, 2)
+
+
+def test_latent_diagnostics_tell_gaussian_from_collapsed_latents():
+    torch.manual_seed(0)
+    gaussian = latent_diagnostics(torch.randn(256, 1, 1, 32))
+    collapsed = latent_diagnostics(torch.ones(256, 1, 1, 32) + 1e-4 * torch.randn(256, 1, 1, 32))
+    assert gaussian["eff_rank"] > 25 and collapsed["eff_rank"] < 1.1
+    assert gaussian["sigreg"] < 3 < 100 < collapsed["sigreg"]
+    assert collapsed["latent_std"] < 1e-3 < 0.9 < gaussian["latent_std"]
+    assert effective_rank(torch.randn(256, 1) * torch.randn(1, 32)) < 1.1
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine():
+    factors = [lr_factor(step, 1000, 0.01) for step in range(1000)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[505] == pytest.approx(0.5, abs=0.01)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
+
+
+class NaNPixels(torch.utils.data.Dataset):
+    """Two-Room windows whose frames are NaN: the loss cannot stay finite."""
+
+    def __init__(self, windows: torch.utils.data.Dataset) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        window = dict(self.windows[index])
+        window["pixels"] = torch.full_like(window["pixels"], float("nan"))
+        return window
+
+
+def test_nan_loss_raises_training_diverged_with_the_step(two_room):
+    with pytest.raises(TrainingDiverged, match="at step 0") as raised:
+        train(build_tiny(), NaNPixels(two_room.train), dataclasses.replace(CPU_CONFIG, steps=5), "cpu")
+    assert raised.value.step == 0 and math.isnan(raised.value.value)
+
+
+def test_checkpoint_key_follows_what_changes_the_weights():
+    key = checkpoint_key("lewm", "tiny", {"history": 1}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM)
+    assert key == checkpoint_key("lewm", "tiny", {"history": 1}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM)
+    assert key == checkpoint_key(
+        "lewm", "tiny", {"history": 1}, "data", dataclasses.replace(CPU_CONFIG, log_every=7), IMAGE_SIZE, ACTION_DIM
+    )
+    changed = [
+        checkpoint_key("lewm", "tiny", {"history": 3}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM),
+        checkpoint_key("lewm", "paper", {"history": 1}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM),
+        checkpoint_key("lewm", "tiny", {"history": 1}, "other", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM),
+        checkpoint_key("lewm", "tiny", {"history": 1}, "data", dataclasses.replace(CPU_CONFIG, lr=1e-4)),
+        checkpoint_key("lewm", "tiny", {"history": 1}, "data", CPU_CONFIG, 64, ACTION_DIM),
+    ]
+    assert key not in changed and len(set(changed)) == len(changed)
+
+
+def test_checkpoint_cache_never_trains_the_same_request_twice(two_room, monkeypatch):
+    config = dataclasses.replace(CPU_CONFIG, steps=3, log_every=1)
+    request = ("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, MODEL_OPTIONS, two_room.train, two_room.key, config, "cpu")
+    first_model, first_stats = load_or_train(*request)
+    key = checkpoint_key("lewm", "tiny", MODEL_OPTIONS, two_room.key, config, IMAGE_SIZE, ACTION_DIM)
+    assert (cache_root() / "checkpoints" / f"{key}.pt").is_file()
+
+    def train_must_not_run(*args, **kwargs):
+        raise AssertionError("load_or_train trained a model it had already cached")
+
+    monkeypatch.setattr(train_module, "train", train_must_not_run)
+    second_model, second_stats = load_or_train(*request)
+    assert second_stats == first_stats
+    assert not second_model.training
+    for name, tensor in first_model.state_dict().items():
+        torch.testing.assert_close(second_model.state_dict()[name], tensor)
