@@ -60,11 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        overhead = outcome.wall_seconds - outcome.trial_seconds
-        print(
-            f"sweep wall-clock {outcome.wall_seconds:.1f} s; trials {outcome.trial_seconds:.1f} s "
-            f"(sum); Ray overhead {overhead:.1f} s"
-        )
+        print(outcome.describe())
         failed = outcome.failed
     failed += _finish(plan.root, show_leaderboard=not args.no_leaderboard)
     return 1 if (failed and (args.strict or sweep.strict)) else 0

@@ -113,8 +113,18 @@ def _trainable(config: dict[str, Any], trials: dict[str, dict[str, Any]]) -> Non
 @dataclass
 class SweepOutcome:
     wall_seconds: float
-    trial_seconds: float  # the sum of trial wall-clocks: wall_seconds minus this is Ray's overhead
+    trial_seconds: float  # the sum of trial wall-clocks
+    slots: int  # trials that could run at once
     failed: int
+
+    def describe(self) -> str:
+        """Wall-clock against the trial time the slots could have absorbed: the rest is Ray's overhead."""
+        ideal = self.trial_seconds / self.slots
+        return (
+            f"sweep wall-clock {self.wall_seconds:.1f} s; trials {self.trial_seconds:.1f} s summed over "
+            f"{self.slots} slot(s), i.e. {ideal:.1f} s if perfectly packed; overhead and idle slots "
+            f"{self.wall_seconds - ideal:.1f} s"
+        )
 
 
 def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, verbose: int = 1) -> SweepOutcome:
@@ -145,7 +155,9 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     frame = grid.get_dataframe()
     trial_seconds = float(frame["trial_seconds"].sum()) if "trial_seconds" in frame else 0.0
     failed = sum(1 for result in grid if result.error is not None)
-    return SweepOutcome(time.perf_counter() - started, trial_seconds, failed)
+    capacity = int(ray.cluster_resources().get("CPU", 1) // max(resources["cpu"], 1))
+    slots = max(1, min(len(plan.pending) if not plan.searched else sweep.search.num_samples, capacity))
+    return SweepOutcome(time.perf_counter() - started, trial_seconds, slots, failed)
 
 
 def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config):
