@@ -23,13 +23,7 @@ FRAMESKIP = 5
 ACTION_DIM = FRAMESKIP * 2  # Two-Room: 2-D actions, blocks of 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models run mostly small ops, which two OpenMP threads slow down on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
