@@ -29,7 +29,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from harness.train import TrainConfig, TrainingDiverged, TrainStats, latent_batch_diagnostics, lr_factor
+from harness.train import (
+    LogInterval,
+    TrainConfig,
+    TrainingDiverged,
+    TrainStats,
+    latent_batch_diagnostics,
+    log_due,
+    lr_factor,
+)
 from models.protocol import WorldModel
 from models.sigreg import SIGReg
 
@@ -169,11 +177,10 @@ def _train_rank(
     batches = _shard_batches(dataset, cfg, rank, world_size, device)
 
     history: list[dict[str, float]] = []
-    interval: dict[str, list[float]] = {}
+    interval = LogInterval()
     first_loss, diagnostics = math.nan, {}
     began = time.perf_counter()
     train_seconds = 0.0
-    interval_began, interval_samples = time.perf_counter(), 0
     for step in range(cfg.steps):
         step_began = time.perf_counter()
         batch = next(batches)
@@ -194,17 +201,13 @@ def _train_rank(
         scheduler.step()
         if step == 0:
             first_loss = means["loss"]
-        for name, value in means.items():
-            interval.setdefault(name, []).append(value)
-        interval_samples += len(batch["pixels"]) * world_size
+        interval.add(means, len(batch["pixels"]) * world_size)
         train_seconds += time.perf_counter() - step_began
 
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        if log_due(step, cfg):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            record = {"step": step + 1, "lr": scheduler.get_last_lr()[0]}
-            record |= {name: sum(values) / len(values) for name, values in interval.items()}
-            record["samples_per_s"] = interval_samples / max(time.perf_counter() - interval_began, 1e-9)
+            record = interval.flush(step + 1, scheduler.get_last_lr()[0])
             if rank == 0:
                 diagnostics = latent_batch_diagnostics(model, batch)  # rank 0's share of the batch, no collectives
                 record |= diagnostics
@@ -212,7 +215,6 @@ def _train_rank(
                 logger.info(
                     "step %d: %s", step + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step")
                 )
-            interval, interval_began, interval_samples = {}, time.perf_counter(), 0
 
     # BatchNorm running statistics were updated on each rank's share in the last forward;
     # take rank 0's everywhere so that every replica ends with the same state.

@@ -136,6 +136,36 @@ def infinite_batches(
             yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
 
 
+class LogInterval:
+    """Loss terms and samples since the last log record; :meth:`flush` turns them into one record."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.terms: dict[str, list[float]] = {}
+        self.samples = 0
+        self.began = time.perf_counter()
+
+    def add(self, terms: dict[str, float], samples: int) -> None:
+        for name, value in terms.items():
+            self.terms.setdefault(name, []).append(value)
+        self.samples += samples
+
+    def flush(self, step: int, lr: float) -> dict[str, float]:
+        """The record for the steps up to ``step`` (1-based): mean of each term, lr, samples/s."""
+        record = {"step": step, "lr": lr}
+        record |= {name: sum(values) / len(values) for name, values in self.terms.items()}
+        record["samples_per_s"] = self.samples / max(time.perf_counter() - self.began, 1e-9)
+        self._reset()
+        return record
+
+
+def log_due(step: int, cfg: TrainConfig) -> bool:
+    """Whether 0-based ``step`` ends a logging interval (every ``log_every`` steps, and the last)."""
+    return (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+
+
 def train(
     model: WorldModel,
     dataset: torch.utils.data.Dataset,
@@ -159,12 +189,11 @@ def train(
     batches = infinite_batches(dataset, cfg, device)
 
     history: list[dict[str, float]] = []
-    interval: dict[str, list[float]] = {}
+    interval = LogInterval()
     first_loss = math.nan
     diagnostics: dict[str, float] = {}
     began = time.perf_counter()
     train_seconds = 0.0  # time spent in training steps, diagnostics excluded
-    interval_began, interval_samples = time.perf_counter(), 0
     for step in range(cfg.steps):
         step_began = time.perf_counter()
         batch = next(batches)
@@ -182,24 +211,19 @@ def train(
         scheduler.step()
         if step == 0:
             first_loss = value
-        for name, term in terms.items():
-            interval.setdefault(name, []).append(float(term.detach()))
-        interval_samples += len(batch["pixels"])
+        interval.add({name: float(term.detach()) for name, term in terms.items()}, len(batch["pixels"]))
         train_seconds += time.perf_counter() - step_began
 
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        if log_due(step, cfg):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            record = {"step": step + 1, "lr": scheduler.get_last_lr()[0]}
-            record |= {name: sum(values) / len(values) for name, values in interval.items()}
-            record["samples_per_s"] = interval_samples / max(time.perf_counter() - interval_began, 1e-9)
+            record = interval.flush(step + 1, scheduler.get_last_lr()[0])
             diagnostics = latent_batch_diagnostics(model, batch)
             record |= diagnostics
             history.append(record)
             logger.info("step %d: %s", step + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
             if log_fn is not None:
                 log_fn(record)
-            interval, interval_began, interval_samples = {}, time.perf_counter(), 0
 
     seconds = time.perf_counter() - began
     return TrainStats(
