@@ -22,6 +22,9 @@ from models.registry import MODELS
 from tasks.perturb import Condition
 from tasks.protocol import TASKS
 
+GRID_ROOTS = ("model.", "train.", "planner.", "data.", "task.", "protocol.")  # what search.grid may vary
+PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(Protocol) if f.name != "name")
+
 CONTROLLERS = ("random", "oracle")  # reference controllers: no model, no training
 
 
@@ -182,10 +185,10 @@ def _check_names(sweep: SweepConfig, path: Path) -> None:
     except ValueError as error:
         raise ConfigError(f"{path}: {error}") from None
     for key in sweep.search.grid:
-        if key.split(".")[0] not in ("model", "train", "planner", "data", "task"):
-            raise ConfigError(
-                f"{path}: search.grid key {key!r} must start with model., train., planner., data. or task."
-            )
+        if not key.startswith(GRID_ROOTS):
+            raise ConfigError(f"{path}: search.grid key {key!r} must start with one of {', '.join(GRID_ROOTS)}")
+        if key.startswith("protocol.") and key.removeprefix("protocol.") not in PROTOCOL_FIELDS:
+            raise ConfigError(f"{path}: search.grid key {key!r}: not a protocol field ({', '.join(PROTOCOL_FIELDS)})")
 
 
 def protocol_of(sweep: SweepConfig) -> Protocol:
@@ -214,6 +217,8 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
         }
         for key, value in zip(grid_keys, point, strict=True):
             set_dotted(trial, key, value)
+            if key.startswith("protocol."):  # a different protocol is named apart, not just hashed apart
+                trial["protocol"]["name"] += f"+{key.removeprefix('protocol.')}={value}"
         trials.append(trial)
     return trials
 

@@ -48,6 +48,7 @@ CONDITION_SCHEMA = pa.schema(
         ("train_steps", pa.int64()),
         ("train_seconds", pa.float64()),
         ("samples_per_s", pa.float64()),
+        ("first_loss", pa.float64()),
         ("final_loss", pa.float64()),
         ("latent_eff_rank", pa.float64()),
         ("sigreg_stat", pa.float64()),

@@ -116,6 +116,7 @@ def run_trial(config: dict[str, Any], report: Report | None = None) -> tuple[lis
             "train_steps": stats.steps,
             "train_seconds": stats.seconds,
             "samples_per_s": stats.samples_per_s,
+            "first_loss": stats.first_loss,
             "final_loss": stats.final_loss,
             "latent_eff_rank": stats.diagnostics.get("eff_rank"),
             "sigreg_stat": stats.diagnostics.get("sigreg"),

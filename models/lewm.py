@@ -38,6 +38,7 @@ class LeWMConfig:
     encoder_depth: int = 12  # ViT-Tiny
     encoder_heads: int = 3  # ViT-Tiny
     encoder_mlp_dim: int = 768  # ViT-Tiny's MLP ratio 4
+    encoder_pos_init: str = "random"  # "sincos": start positions from a 2-D sine-cosine grid (ours)
     # Latent: one token of latent_dim per frame, via projector MLPs 192→2048→192 with BatchNorm1d
     # (a LayerNorm there stops SIGReg from working, per the paper).
     latent_dim: int = 192
@@ -79,6 +80,9 @@ SIZES: dict[str, LeWMConfig] = {
         predictor_width=96,
         predictor_mlp_dim=192,
         action_mlp_ratio=2,
+        # From noise, a 3-layer ViT trained for minutes does not learn where a patch sits
+        # (agent-position probe R² -0.03); from a sincos grid it reads it (0.96).
+        encoder_pos_init="sincos",
     ),
     # The published configuration (~18M parameters counting the config; advertised ~15M).
     "paper": LeWMConfig(),
@@ -151,7 +155,13 @@ class LeWM(WorldModel):
         self.cfg = cfg
         self.history = cfg.history
         self.encoder = ViTEncoder(
-            cfg.image_size, cfg.patch_size, cfg.encoder_width, cfg.encoder_depth, cfg.encoder_heads, cfg.encoder_mlp_dim
+            cfg.image_size,
+            cfg.patch_size,
+            cfg.encoder_width,
+            cfg.encoder_depth,
+            cfg.encoder_heads,
+            cfg.encoder_mlp_dim,
+            pos_init=cfg.encoder_pos_init,
         )
         self.projector = Projector(cfg.encoder_width, cfg.projector_hidden, cfg.latent_dim)
         self.action_encoder = ActionEncoder(

@@ -121,8 +121,24 @@ class ConditionedBlock(nn.Module):
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
 
+def sincos_2d(grid: int, dim: int) -> Tensor:
+    """Fixed 2-D sine-cosine positional embeddings (MAE, He et al., 2022): (grid², dim), half rows, half columns."""
+    if dim % 4:
+        raise ValueError(f"2-D sincos embeddings need a width divisible by 4, got {dim}")
+    freqs = 1.0 / 10_000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))  # (dim / 4,)
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
+    angles = [torch.outer(axis.flatten(), freqs) for axis in (rows, cols)]  # 2 × (grid², dim / 4)
+    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)  # (grid², dim)
+
+
 class ViTEncoder(nn.Module):
-    """Vision transformer: patches + a CLS token + learned positional embeddings -> pre-norm blocks -> LayerNorm."""
+    """Vision transformer: patches + a CLS token + learned positional embeddings -> pre-norm blocks -> LayerNorm.
+
+    ``pos_init="sincos"`` starts the positional embeddings from a 2-D sine-cosine grid
+    instead of noise, so where a patch sits is readable from the first step.
+    """
 
     def __init__(
         self,
@@ -134,11 +150,17 @@ class ViTEncoder(nn.Module):
         mlp_dim: int,
         dropout: float = 0.0,
         channels: int = 3,
+        pos_init: str = "random",
     ) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(image_size, patch_size, dim, channels)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.randn(1, self.patch_embed.num_patches + 1, dim) * 0.02)
+        if pos_init == "sincos":
+            with torch.no_grad():
+                self.pos_embed[0, 1:] = sincos_2d(image_size // patch_size, dim)
+        elif pos_init != "random":
+            raise ValueError(f"pos_init must be 'random' or 'sincos', got {pos_init!r}")
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_dim, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         nn.init.normal_(self.cls_token, std=0.02)

@@ -71,6 +71,16 @@ def test_grid_expands_and_trial_ids_are_stable():
     assert ids == [trial_id(t) for t in expand_trials(sweep)]
 
 
+def test_a_protocol_grid_names_each_protocol_apart(tmp_path):
+    sweep = load_sweep(QUICKSTART, ["+search.grid={protocol.split: [heldout, train]}"])
+    protocols = {(t["protocol"]["name"], t["protocol"]["split"]) for t in expand_trials(sweep)}
+    assert protocols == {("wmbench+custom+split=heldout", "heldout"), ("wmbench+custom+split=train", "train")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(QUICKSTART.read_text() + "search:\n  grid:\n    protocol.splitt: [train]\n")
+    with pytest.raises(ConfigError, match="protocol.splitt"):
+        load_sweep(bad, [])
+
+
 def test_protocol_presets_and_overrides():
     assert resolve_protocol("lewm_v1").goal_offset == 100
     assert resolve_protocol("lewm_v1").budget == 150

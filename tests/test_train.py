@@ -134,31 +134,11 @@ class RedCentroid(WorldModel):
 def test_probe_recovers_agent_position_from_latents_that_hold_it(two_room):
     """Frames and states stay aligned through the probe: a centroid encoder gives R² near 1 on held-out episodes."""
     centroid = probe(RedCentroid(), two_room.train, two_room.test, "cpu", max_frames=2000)
-    untrained = probe(build_tiny(), two_room.train, two_room.test, "cpu", max_frames=2000)
+    # From noise positions (a sincos grid already carries position: tests/test_lewm_learns.py).
+    untrained = probe(build_tiny(encoder_pos_init="random"), two_room.train, two_room.test, "cpu", max_frames=2000)
     assert centroid["train_frames"] == 2000 and centroid["test_frames"] == 2000
     assert min(centroid["r2_per_dim"]) > 0.95
     assert untrained["r2"] < 0.3
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: in CPU budgets the tiny ViT learns the agent's offset within its patch "
-    "(latents repeat every patch width), not its absolute position; probe R² stays ≈ that of a random encoder",
-)
-def test_probe_reads_agent_position_better_than_a_random_encoder(cache_dir):
-    task = make_task("two_room", image_size=64)
-    train_episodes, test_episodes = split_episodes(
-        collect(task, "expert", episodes=200, seed=0, workers=1, progress=False), val_fraction=0.2
-    )
-    windows = WindowDataset(train_episodes, num_frames=4, frameskip=task.default_frameskip)
-    held_out = WindowDataset(test_episodes, num_frames=4, frameskip=task.default_frameskip)
-    torch.manual_seed(0)
-    model = build_model("lewm", "tiny", 64, ACTION_DIM, **MODEL_OPTIONS)
-    untrained = probe(model, windows, held_out, "cpu", max_frames=3000)
-    train(model, windows, TrainConfig(steps=600, batch_size=64, lr=1e-3, log_every=200), "cpu")
-    learned = probe(model, windows, held_out, "cpu", max_frames=3000)
-    assert learned["r2"] > untrained["r2"] + 0.15
 
 
 def test_ridge_probe_recovers_a_linear_map_and_scores_noise_near_zero():

@@ -1,0 +1,54 @@
+"""LeWM-tiny trained for a few CPU minutes on Two-Room at 64 px learns where the agent is and plans with it.
+
+One model is trained per module (200 steps) and read by every test: a linear probe reads
+the agent's position from its frozen latents, and CEM on its latents reaches goals that
+uniform random actions do not, on the same held-out cases.
+"""
+
+import pytest
+import torch
+
+from harness.cases import make_cases
+from harness.evaluate import ModelController, RandomController, run_episodes, summarize
+from harness.plan import CEM
+from harness.probes import probe
+from harness.protocol import Protocol
+from harness.train import TrainConfig, train
+from models.registry import build_model
+from tasks.data import WindowDataset, collect
+from tasks.perturb import Condition
+from tasks.protocol import make_task
+
+
+@pytest.fixture(scope="module")
+def trained(cache_dir):
+    task = make_task("two_room", image_size=64)
+    data = collect(task, "expert", episodes=200, seed=0, noise=0.3, workers=1, progress=False)
+    heldout = collect(task, "expert", episodes=50, seed=1_000_003, noise=0.3, workers=1, progress=False)
+    frameskip = task.default_frameskip
+    windows, heldout_windows = WindowDataset(data, 4, frameskip), WindowDataset(heldout, 4, frameskip)
+    torch.manual_seed(0)
+    model = build_model("lewm", "tiny", 64, task.action_dim * frameskip, history=1, sigreg_directions=256)
+    untrained = probe(model, windows, heldout_windows, "cpu", max_frames=1000)
+    train(model, windows, TrainConfig(steps=200, batch_size=64, lr=1e-3, log_every=100), "cpu")
+    return task, heldout, model, untrained, probe(model, windows, heldout_windows, "cpu", max_frames=1000)
+
+
+def test_probe_reads_agent_position_far_better_than_the_untrained_encoder(trained):
+    """The sincos grid lets even the untrained encoder's CLS token read position (R² ~0.8);
+    training must leave at most half its unexplained variance (measured: 0.96 vs 0.79)."""
+    *_, untrained, learned = trained
+    assert learned["r2"] > 0.9
+    assert 1 - learned["r2"] < 0.5 * (1 - untrained["r2"])
+
+
+def test_cem_on_lewm_latents_beats_random_on_the_same_heldout_cases(trained):
+    task, heldout, model, *_ = trained
+    protocol = Protocol(episodes=20).resolved(task.default_history, task.default_frameskip)
+    cases, _ = make_cases(task, heldout, protocol)
+    results = {}
+    for controller in (ModelController("lewm", model, CEM(300, 10, 30), 5, 5, seed=0), RandomController(5, 10, seed=0)):
+        episodes = run_episodes(controller, task, cases, protocol, Condition(), receding=5)
+        assert [e.case.case_seed for e in episodes] == [c.case_seed for c in cases]
+        results[controller.name] = summarize(episodes)["success_rate"]
+    assert results["lewm"] >= results["random"] + 0.25, results
