@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from harness.protocol import Protocol, resolve_protocol
 from models.registry import MODELS
 from tasks.perturb import Condition
-from tasks.protocol import TASKS
+from tasks.protocol import TASKS, task_class
 
 GRID_ROOTS = ("model.", "train.", "planner.", "data.", "task.", "protocol.")  # what search.grid may vary
 PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(Protocol) if f.name != "name")
@@ -205,7 +205,7 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
     for task, model, seed, point in itertools.product(sweep.tasks, sweep.models, sweep.seeds, grid_points):
         trial = {
             "sweep": sweep.name,
-            "task": dataclasses.asdict(task),
+            "task": {**dataclasses.asdict(task), "version": _task_version(task.name)},
             "model": dataclasses.asdict(model),
             "seed": seed,
             "data": dataclasses.asdict(sweep.data),
@@ -221,6 +221,14 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
                 trial["protocol"]["name"] += f"+{key.removeprefix('protocol.')}={value}"
         trials.append(trial)
     return trials
+
+
+def _task_version(name: str) -> str:
+    """The task's code version, part of the trial id: a changed task never resumes from old rows."""
+    try:
+        return task_class(name).version
+    except ImportError:  # an optional dependency is missing: the trial will fail and say so
+        return "unavailable"
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -153,6 +153,11 @@ class Task(ABC):
 
 def make_task(name: str, **options: Any) -> Task:
     """Build a registered task by name; unknown names raise with the list of known ones."""
+    return task_class(name)(**options)
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered task class (imported on first use); unknown names raise with the list of known ones."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     module_name, class_name = TASKS[name].split(":")
@@ -162,4 +167,4 @@ def make_task(name: str, **options: Any) -> Task:
         raise ImportError(
             f"task {name!r} needs an optional dependency ({error.name}); install it with: pip install -e '.[{name}]'"
         ) from error
-    return getattr(module, class_name)(**options)
+    return getattr(module, class_name)
