@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,33 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
             if key.startswith("protocol."):  # a different protocol is named apart, not just hashed apart
                 trial["protocol"]["name"] += f"+{key.removeprefix('protocol.')}={value}"
         trials.append(trial)
+    _name_variants(trials)
     return trials
+
+
+def _name_variants(trials: list[dict[str, Any]]) -> None:
+    """Set each trial's ``variant``: the settings, other than the seed, that differ between trials of
+    one model name (e.g. ``planner.name=mppi``), so a leaderboard never averages them as seeds."""
+    # The protocol is left out: the leaderboard already tables each protocol apart.
+    flat = [_flatten({k: v for k, v in t.items() if k not in ("seed", "sweep", "protocol")}) for t in trials]
+    for name in {t["model"]["name"] for t in trials}:
+        mine = [i for i, t in enumerate(trials) if t["model"]["name"] == name]
+        keys = sorted({k for i in mine for k in flat[i]})
+        differing = [k for k in keys if len({json.dumps(flat[i].get(k), sort_keys=True) for i in mine}) > 1]
+        for i in mine:
+            parts = (f"{k.removeprefix('model.overrides.')}={flat[i].get(k)}" for k in differing)
+            trials[i]["variant"] = ", ".join(parts)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay whole."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _task_version(name: str) -> str:

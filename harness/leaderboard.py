@@ -43,6 +43,14 @@ GROUP = ["protocol_hash", "task", "model", "condition"]
 WIDE_CI_HALF_WIDTH = 0.10  # warn when a success CI is wider than ±10 points: too few episodes or seeds to rank on
 # The reference controllers of harness.config.CONTROLLERS, named here so that reading results needs no torch.
 FLOOR, CEILING = "random", "oracle"
+VARIANT_SEP = " · "  # "lewm · planner.name=mppi": a model entry's name and what sets it apart
+
+
+def _base_model(models: pd.Series) -> pd.Series:
+    """Zoo names without their variant, to find the floor and ceiling under any grid."""
+    return models.str.split(VARIANT_SEP, regex=False).str[0]
+
+
 UNKNOWN_PROTOCOL = "unknown"
 FAILED_COLUMNS = ("trial", "protocol", "task", "model", "seed", "condition", "error")
 
@@ -94,6 +102,9 @@ def _read(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         episodes = pd.DataFrame({name: pd.Series(dtype=object) for name in EPISODE_SCHEMA.names})
     conditions = conditions.copy()
     conditions["protocol_hash"] = conditions["protocol_hash"].fillna(UNKNOWN_PROTOCOL)
+    if "variant" in conditions:  # grid points and differing overrides of one model are entries apart, never seeds
+        variant = conditions["variant"].fillna("")
+        conditions["model"] = conditions["model"].where(variant == "", conditions["model"] + VARIANT_SEP + variant)
     for axis in ("action_noise", "camera_shift"):
         conditions[axis] = conditions[axis].fillna(0.0)
     return conditions, episodes
@@ -232,7 +243,7 @@ def _model_order(table: pd.DataFrame) -> pd.Series:
     clean = table[table["axis"] == "clean"].set_index(["protocol_hash", "task", "model"])["success"]
     keys = list(zip(table["protocol_hash"], table["task"], table["model"], strict=True))
     order = [-(clean.get(key, np.nan) if pd.notna(clean.get(key, np.nan)) else -1.0) for key in keys]
-    pinned = table["model"].map({CEILING: -10.0, FLOOR: 10.0}).fillna(0.0)
+    pinned = _base_model(table["model"]).map({CEILING: -10.0, FLOOR: 10.0}).fillna(0.0)
     return pinned + pd.Series(order, index=table.index)
 
 
@@ -479,7 +490,9 @@ def _p_value(value: float) -> str:
 
 
 def _model_label(model: str) -> str:
-    return {FLOOR: f"{FLOOR} (floor)", CEILING: f"{CEILING} (ceiling)"}.get(model, model)
+    base, _, variant = model.partition(VARIANT_SEP)
+    label = {FLOOR: f"{FLOOR} (floor)", CEILING: f"{CEILING} (ceiling)"}.get(base, base)
+    return label + VARIANT_SEP + variant if variant else label
 
 
 def _flag(row: pd.Series, key: str) -> bool:
@@ -708,14 +721,15 @@ def _pareto_figure(rows: pd.DataFrame) -> plt.Figure | None:
     The floor and ceiling controllers do not plan; they are drawn as dotted horizontal references.
     """
     clean = rows[(rows["axis"] == "clean") & rows["success"].notna()]
-    planners = clean[(clean["plan_ms_median"] > 0) & ~clean["model"].isin([FLOOR, CEILING])]
+    anchors = _base_model(clean["model"]).isin([FLOOR, CEILING])
+    planners = clean[(clean["plan_ms_median"] > 0) & ~anchors]
     if planners.empty:
         return None
     tasks = sorted(planners["task"].unique())
     colours = _model_colours(rows["model"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        for row in clean[(clean["task"] == task) & clean["model"].isin([FLOOR, CEILING])].itertuples():
+        for row in clean[(clean["task"] == task) & anchors].itertuples():
             ax.axhline(100 * row.success, color=colours[row.model], ls=":", lw=1.2, label=_model_label(row.model))
         points = planners[planners["task"] == task].sort_values(["plan_ms_median", "success"], ascending=[True, False])
         for row in points.itertuples():

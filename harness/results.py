@@ -26,6 +26,7 @@ CONDITION_SCHEMA = pa.schema(
         ("error", pa.string()),
         ("task", pa.string()),
         ("model", pa.string()),
+        ("variant", pa.string()),  # what sets this entry apart from others of its model in the sweep
         ("seed", pa.int64()),
         ("config", pa.string()),  # the trial's resolved config as JSON
         ("condition", pa.string()),  # e.g. "clean", "action_noise=0.2", "camera_shift=4"

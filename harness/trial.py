@@ -54,7 +54,8 @@ PACKAGES = ("torch", "ray", "numpy", "pyarrow", "gymnasium", "gym-pusht", "ogben
 
 def trial_id(config: dict[str, Any]) -> str:
     """A readable, deterministic id: the same trial config always gets the same id (resume relies on it)."""
-    identity = {k: v for k, v in config.items() if k not in ("sweep", "trial_id", "results_root", "device", "devices")}
+    bookkeeping = ("sweep", "trial_id", "variant", "results_root", "device", "devices")
+    identity = {k: v for k, v in config.items() if k not in bookkeeping}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{config['task']['name']}-{config['model']['name']}-s{config['seed']}-{digest}"
 
@@ -206,6 +207,7 @@ def _identity(config: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
         "trial_id": config["trial_id"],
         "task": config["task"]["name"],
         "model": config["model"]["name"],
+        "variant": config.get("variant", ""),
         "seed": config["seed"],
         "config": json.dumps(config, sort_keys=True),
         "protocol": protocol.to_json(),

@@ -71,6 +71,18 @@ def test_grid_expands_and_trial_ids_are_stable():
     assert ids == [trial_id(t) for t in expand_trials(sweep)]
 
 
+def test_variants_name_what_sets_trials_of_one_model_apart():
+    sweep = load_sweep(REPO / "sweeps" / "planners.yaml", ["seeds=[0,1]"])
+    variants = {(t["model"]["name"], t["seed"], t["variant"]) for t in expand_trials(sweep)}
+    assert ("lewm", 1, "planner.name=mppi") in variants and ("random", 0, "planner.name=cem") in variants
+    assert all(t["variant"] == "" for t in expand_trials(load_sweep(QUICKSTART, [])))
+    lambdas = load_sweep(QUICKSTART, ["+search.grid={model.sigreg_weight: [0.0, 0.1]}"])
+    assert {t["variant"] for t in expand_trials(lambdas) if t["model"]["name"] == "lewm"} == {
+        "sigreg_weight=0.0",
+        "sigreg_weight=0.1",
+    }
+
+
 def test_a_protocol_grid_names_each_protocol_apart(tmp_path):
     sweep = load_sweep(QUICKSTART, ["+search.grid={protocol.split: [heldout, train]}"])
     protocols = {(t["protocol"]["name"], t["protocol"]["split"]) for t in expand_trials(sweep)}

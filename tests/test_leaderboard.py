@@ -41,6 +41,7 @@ def write_synthetic_trial(
     shifts: tuple[float, ...] = (2.0, 4.0),
     degradation: float = 1.5,
     surprise_auroc: float | None = None,
+    variant: str = "",
 ) -> str:
     """One trial's condition and episode rows, as harness.run writes them: every condition on the same cases.
 
@@ -48,7 +49,7 @@ def write_synthetic_trial(
     perturbation magnitude), so the conditions of a trial are paired case for case.
     """
     rng = np.random.default_rng(1000 * seed + len(model) + 7 * len(task))
-    trial_id = f"{task}-{model}-{protocol.hash()}-s{seed}"
+    trial_id = f"{task}-{model}-{protocol.hash()}-s{seed}{variant}"
     case_seeds = np.arange(episodes) + 10_000 * seed  # (episodes,) shared by all conditions of the trial
     difficulty = case_difficulty(case_seeds)
     conditions = [("clean", 0.0, 0.0)]
@@ -88,6 +89,7 @@ def write_synthetic_trial(
                 "status": "ok",
                 "task": task,
                 "model": model,
+                "variant": variant,
                 "seed": seed,
                 "config": "{}",
                 "condition": name,
@@ -197,6 +199,21 @@ def test_two_protocols_never_share_a_table(tmp_path: Path) -> None:
     )
     html = paths["html"].read_text()
     assert html.count("<h2>Protocol") == 2 and "never ranked together" in html
+
+
+def test_variants_of_one_model_are_entries_apart_never_pooled_as_seeds(tmp_path: Path) -> None:
+    root = tmp_path / "grid"
+    for variant, skill in (("planner.name=cem", 0.8), ("planner.name=mppi", 0.4)):
+        for seed in (0, 1):
+            write_synthetic_trial(root, task="two_room", model="lewm", seed=seed, skill=skill, variant=variant)
+        write_synthetic_trial(root, task="two_room", model="random", seed=0, skill=0.05, variant=variant)
+    table = leaderboard.build(root).conditions
+    clean = table[table["condition"] == "clean"].set_index("model")
+    assert set(clean.index) == {f"{m} · planner.name={p}" for m in ("lewm", "random") for p in ("cem", "mppi")}
+    assert (clean.loc[["lewm · planner.name=cem", "lewm · planner.name=mppi"], "seeds"] == 2).all()
+    assert clean.loc["lewm · planner.name=cem", "success"] > clean.loc["lewm · planner.name=mppi", "success"]
+    markdown = leaderboard.render(root)["markdown"].read_text()
+    assert "| random (floor) · planner.name=mppi |" in markdown
 
 
 def test_paired_difference_and_mcnemar_use_matched_cases(tmp_path: Path) -> None:
