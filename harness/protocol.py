@@ -72,6 +72,6 @@ def resolve_protocol(spec: str | dict[str, Any]) -> Protocol:
     if unknown:
         raise ValueError(f"protocol.{sorted(unknown)[0]} is not a protocol field; fields: {', '.join(sorted(known))}")
     base = PRESETS[preset]
-    if spec and "name" not in spec:
+    if "name" not in spec and any(getattr(base, key) != value for key, value in spec.items()):
         spec["name"] = f"{preset}+custom"
     return dataclasses.replace(base, **spec)
