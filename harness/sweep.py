@@ -138,6 +138,13 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
     resources = trial_resources(sweep, ray.cluster_resources().get("GPU", 0))
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if address == "local" and resources["cpu"] > cpus:  # a joined cluster may autoscale; this one cannot
+        ray.shutdown()
+        raise ConfigError(
+            f"resources.cpu is {resources['cpu']} but this machine's Ray has {cpus:g} CPU(s): no trial could "
+            f"start; pass resources.cpu={max(int(cpus), 1)} (or run on a cluster with --address)"
+        )
     by_id = {trial["trial_id"]: trial for trial in plan.trials}
     trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id), resources)
     run_config = tune.RunConfig(

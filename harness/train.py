@@ -250,13 +250,17 @@ def latent_batch_diagnostics(model: WorldModel, batch: dict[str, Tensor]) -> dic
 def checkpoint_key(
     model_name: str,
     size: str,
-    overrides: dict[str, Any],
+    model_config: dict[str, Any],
     dataset_key: str,
     cfg: TrainConfig,
     image_size: int | None = None,
     action_dim: int | None = None,
 ) -> str:
-    """sha256 of a canonical JSON of everything that determines the trained weights."""
+    """sha256 of a canonical JSON of everything that determines the trained weights.
+
+    ``model_config`` is the model's resolved config, so an edited size preset never loads
+    weights trained under the old one, and an override equal to the preset changes nothing.
+    """
     train_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BOOKKEEPING_FIELDS}
     recipe = {
         "format": CHECKPOINT_FORMAT,
@@ -264,12 +268,19 @@ def checkpoint_key(
         "size": size,
         "image_size": image_size,
         "action_dim": action_dim,
-        "overrides": overrides,
+        "model_config": model_config,
         "dataset": dataset_key,
         "train": train_fields,
     }
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resolved_config(model: WorldModel) -> dict[str, Any]:
+    """The model's full config as a dict: what its builder made of the size preset and overrides."""
+    if not dataclasses.is_dataclass(model.config):
+        raise TypeError(f"{type(model).__name__}.config must be its config dataclass, got {model.config!r}")
+    return dataclasses.asdict(model.config)
 
 
 def load_or_train(
@@ -291,11 +302,11 @@ def load_or_train(
     written atomically and read back with ``weights_only=True``. With ``world_size`` > 1 the
     model trains over that many processes with DDP (harness/distributed.py; SIGReg all-reduced).
     """
-    key = checkpoint_key(model_name, size, overrides, dataset_key, cfg, image_size, action_dim)
+    model = build_model(model_name, size, image_size, action_dim, **overrides)
+    key = checkpoint_key(model_name, size, resolved_config(model), dataset_key, cfg, image_size, action_dim)
     if world_size > 1:  # a different batch split is a different recipe
         key = hashlib.sha256(f"{key}:ddp{world_size}".encode()).hexdigest()
     path = cache_root() / "checkpoints" / f"{key}.pt"
-    model = build_model(model_name, size, image_size, action_dim, **overrides)
     if path.exists():
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)

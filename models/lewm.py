@@ -152,7 +152,7 @@ class LeWM(WorldModel):
 
     def __init__(self, cfg: LeWMConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.history = cfg.history
         self.encoder = ViTEncoder(
             cfg.image_size,
@@ -209,10 +209,10 @@ class LeWM(WorldModel):
         predicted = self.predict(z_windows[:, :-1], action_windows[:, :-1])  # (B·W, span − 1, 1, D)
         pred_loss = F.mse_loss(predicted.float(), z_windows[:, 1:].float())
         sigreg = self.sigreg(rearrange(z, "b t n d -> t (b n) d"))
-        return {"loss": pred_loss + self.cfg.sigreg_weight * sigreg, "pred_loss": pred_loss, "sigreg": sigreg}
+        return {"loss": pred_loss + self.config.sigreg_weight * sigreg, "pred_loss": pred_loss, "sigreg": sigreg}
 
     def describe(self) -> dict[str, str]:
-        cfg = self.cfg
+        cfg = self.config
         return {
             "encoder": f"ViT {cfg.encoder_depth}×{cfg.encoder_width} patch {cfg.patch_size}, trained from scratch",
             "sigreg_weight": str(cfg.sigreg_weight),

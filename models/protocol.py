@@ -13,6 +13,7 @@ A batch from the dataset is a dict of tensors:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,7 @@ class WorldModel(nn.Module, ABC):
     """An action-conditioned latent world model."""
 
     history: int = 1  # frames of context the predictor conditions on when planning
+    config: Any = None  # the resolved config dataclass (size preset + overrides); keys the checkpoint cache
 
     @abstractmethod
     def encode(self, pixels: Tensor) -> Tensor:

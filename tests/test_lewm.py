@@ -97,7 +97,7 @@ def test_loss_returns_its_terms_and_trains_encoder_and_predictor():
     model = build("tiny", image_size=64, action_dim=ACTION_DIM)
     terms = model.loss(random_batch(4, 4))
     assert set(terms) == {"loss", "pred_loss", "sigreg"}
-    expected = terms["pred_loss"] + model.cfg.sigreg_weight * terms["sigreg"]
+    expected = terms["pred_loss"] + model.config.sigreg_weight * terms["sigreg"]
     torch.testing.assert_close(terms["loss"], expected)
     terms["loss"].backward()
 

@@ -98,3 +98,11 @@ def test_failing_trial_becomes_a_failed_row_and_the_sweep_goes_on(tmp_path, cach
     failed = rows[rows["status"] == "failed"]
     assert list(failed["model"]) == ["lewm"] and "no_such_field" in failed["error"].iloc[0]
     assert set(rows[rows["status"] == "ok"]["model"]) == {"random"}  # the other trial completed
+
+
+def test_a_trial_bigger_than_the_local_machine_exits_2_naming_the_key(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    result = run_cli(f"results_dir={out}", "resources.cpu=512", env_cache=cache_dir)
+    assert result.returncode == 2 and "resources.cpu is 512" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "trials").exists() or not list((out / "trials").iterdir())

@@ -211,7 +211,9 @@ def test_checkpoint_cache_never_trains_the_same_request_twice(two_room, monkeypa
     config = dataclasses.replace(CPU_CONFIG, steps=3, log_every=1)
     request = ("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, MODEL_OPTIONS, two_room.train, two_room.key, config, "cpu")
     first_model, first_stats = load_or_train(*request)
-    key = checkpoint_key("lewm", "tiny", MODEL_OPTIONS, two_room.key, config, IMAGE_SIZE, ACTION_DIM)
+    resolved = dataclasses.asdict(first_model.config)  # the preset with MODEL_OPTIONS applied
+    assert resolved["history"] == MODEL_OPTIONS["history"] and resolved["encoder_pos_init"] == "sincos"
+    key = checkpoint_key("lewm", "tiny", resolved, two_room.key, config, IMAGE_SIZE, ACTION_DIM)
     assert (cache_root() / "checkpoints" / f"{key}.pt").is_file()
 
     def train_must_not_run(*args, **kwargs):
