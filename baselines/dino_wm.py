@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from baselines.presets import resolve_config
 from models.lewm import IMAGENET_MEAN, IMAGENET_STD
+from models.presets import resolve_config
 from models.protocol import WorldModel
 from models.vit import Block, ViTEncoder, frame_causal_mask
 

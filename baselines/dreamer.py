@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from baselines.presets import resolve_config
+from models.presets import resolve_config
 from models.protocol import WorldModel
 
 

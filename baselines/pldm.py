@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from baselines.dreamer import ConvEncoder
-from baselines.presets import resolve_config
+from models.presets import resolve_config
 from models.protocol import WorldModel
 
 

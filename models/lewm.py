@@ -10,7 +10,6 @@ the latents from collapsing, so there is no stop-gradient, no EMA target and no 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from models.presets import resolve_config
 from models.protocol import WorldModel
 from models.sigreg import SIGReg
 from models.vit import ConditionedBlock, ViTEncoder
@@ -221,12 +221,5 @@ class LeWM(WorldModel):
 
 def build(size: str, image_size: int, action_dim: int, history: int = 3, **overrides: Any) -> LeWM:
     """LeWM from a size preset ("tiny", "paper") with the task's image size and action-block width."""
-    if size not in SIZES:
-        raise ValueError(f"unknown LeWM size {size!r}; known sizes: {', '.join(SIZES)}")
-    fields = {field.name for field in dataclasses.fields(LeWMConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown LeWM option(s) {', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
-    overrides = {"history": history, **overrides}
-    cfg = dataclasses.replace(SIZES[size], image_size=image_size, action_dim=action_dim, **overrides)
-    return LeWM(cfg)
+    fields = {"history": history, **overrides, "image_size": image_size, "action_dim": action_dim}
+    return LeWM(resolve_config("lewm", SIZES, size, **fields))

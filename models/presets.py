@@ -1,4 +1,4 @@
-"""Size presets shared by the baseline builders: a named config plus user overrides, checked.
+"""Size presets shared by every zoo builder: a named config plus user overrides, checked.
 
 Every builder in the zoo takes ``build(size, image_size, action_dim, **overrides)``; an override
 must name a field of the model's config dataclass, and a wrong name is a user error.
