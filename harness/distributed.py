@@ -177,7 +177,7 @@ def _train_rank(
     batches = _shard_batches(dataset, cfg, rank, world_size, device)
 
     history: list[dict[str, float]] = []
-    interval = LogInterval()
+    interval = LogInterval(cfg.steps)
     first_loss, diagnostics = math.nan, {}
     began = time.perf_counter()
     train_seconds = 0.0
@@ -226,7 +226,7 @@ def _train_rank(
         seconds=seconds,
         samples_per_s=cfg.steps * cfg.batch_size / max(train_seconds, 1e-9),
         first_loss=first_loss,
-        final_loss=history[-1]["loss"] if history else math.nan,
+        final_loss=interval.final_loss,
         history=history,
         diagnostics=diagnostics,
     )

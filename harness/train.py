@@ -12,6 +12,7 @@ of everything that determines the weights, so the same request never trains twic
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -37,7 +38,7 @@ from tasks.data import cache_root
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout or the training loop's semantics change
+CHECKPOINT_FORMAT = 2  # bump when the layout or the loop's semantics change (2: logging draws no RNG)
 # TrainConfig fields that cannot change the trained weights; left out of checkpoint keys.
 BOOKKEEPING_FIELDS = ("log_every", "num_workers")
 
@@ -76,7 +77,7 @@ class TrainStats:
     seconds: float
     samples_per_s: float  # training windows per second, diagnostics excluded
     first_loss: float
-    final_loss: float  # mean over the last logging interval
+    final_loss: float  # mean over the last FINAL_WINDOW steps
     history: list[dict[str, float]] = field(default_factory=list)
     diagnostics: dict[str, float] = field(default_factory=dict)  # eff_rank, sigreg, latent_std, ...
 
@@ -101,7 +102,9 @@ def latent_diagnostics(z: Tensor) -> dict[str, float]:
         "latent_std": float(std.mean()),
         "latent_std_min": float(std.min()),
         "eff_rank": effective_rank(flat),
-        "sigreg": float(sigreg(flat)),
+        # Fixed directions: the statistic compares across runs, and logging never draws from the
+        # global RNG, so the trained weights do not depend on log_every (excluded from the cache key).
+        "sigreg": float(sigreg(flat, generator=torch.Generator(flat.device).manual_seed(0))),
     }
 
 
@@ -136,10 +139,18 @@ def infinite_batches(
             yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
 
 
-class LogInterval:
-    """Loss terms and samples since the last log record; :meth:`flush` turns them into one record."""
+FINAL_WINDOW = 20  # steps averaged into TrainStats.final_loss, whatever log_every is (a tenth of short runs)
 
-    def __init__(self) -> None:
+
+class LogInterval:
+    """Loss terms and samples since the last log record; :meth:`flush` turns them into one record.
+
+    It also keeps the last ``FINAL_WINDOW`` losses, so the reported final loss means the
+    same thing whatever the logging interval.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.recent: collections.deque[float] = collections.deque(maxlen=max(1, min(FINAL_WINDOW, steps // 10)))
         self._reset()
 
     def _reset(self) -> None:
@@ -151,6 +162,12 @@ class LogInterval:
         for name, value in terms.items():
             self.terms.setdefault(name, []).append(value)
         self.samples += samples
+        self.recent.append(terms["loss"])
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss over the last ``FINAL_WINDOW`` steps, or a tenth of a short run (NaN before the first)."""
+        return sum(self.recent) / len(self.recent) if self.recent else math.nan
 
     def flush(self, step: int, lr: float) -> dict[str, float]:
         """The record for the steps up to ``step`` (1-based): mean of each term, lr, samples/s."""
@@ -189,7 +206,7 @@ def train(
     batches = infinite_batches(dataset, cfg, device)
 
     history: list[dict[str, float]] = []
-    interval = LogInterval()
+    interval = LogInterval(cfg.steps)
     first_loss = math.nan
     diagnostics: dict[str, float] = {}
     began = time.perf_counter()
@@ -231,7 +248,7 @@ def train(
         seconds=seconds,
         samples_per_s=cfg.steps * cfg.batch_size / max(train_seconds, 1e-9),
         first_loss=first_loss,
-        final_loss=history[-1]["loss"],
+        final_loss=interval.final_loss,
         history=history,
         diagnostics=diagnostics,
     )

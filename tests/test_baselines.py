@@ -151,7 +151,7 @@ def test_baseline_loss_falls_on_two_room(name, windows, dinov2_checkpoint):
     # PLDM's batch covariance has rank < batch size, so its VICReg terms need a wider batch to move.
     batch_size = {"dreamer": 4, "pldm": 16, "dino_wm": 8}[name]
     stats = train(model, windows, short_training(steps=24, batch_size=batch_size), "cpu")
-    first, last = stats.first_loss, stats.final_loss  # step 1; mean of the last 8 steps
+    first, last = stats.first_loss, stats.final_loss  # step 1; mean of the last 2 steps
     assert math.isfinite(last)
     assert last < 0.9 * first, f"{name}: loss {first:.4g} -> {last:.4g}"
 

@@ -142,7 +142,9 @@ def test_rollout_imagines_one_latent_per_planned_action_block(tiny):
 
 
 def test_build_names_unknown_options_and_sizes():
-    with pytest.raises(ValueError, match="lewm override 'predictor_layers' is not a config field; fields: .*predictor_depth"):
+    with pytest.raises(
+        ValueError, match="lewm override 'predictor_layers' is not a config field; fields: .*predictor_depth"
+    ):
         build("tiny", image_size=64, action_dim=ACTION_DIM, predictor_layers=3)
     with pytest.raises(ValueError, match="lewm size 'huge' is unknown; known sizes: tiny, paper"):
         build("huge", image_size=64, action_dim=ACTION_DIM)

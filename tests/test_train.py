@@ -185,6 +185,13 @@ class NaNPixels(torch.utils.data.Dataset):
         return window
 
 
+def test_final_loss_does_not_depend_on_the_logging_interval(two_room):
+    runs = [train(build_tiny(), two_room.train, dataclasses.replace(CPU_CONFIG, steps=20, log_every=every), "cpu")
+            for every in (1, 20)]  # fmt: skip
+    assert runs[0].final_loss == pytest.approx(runs[1].final_loss, rel=1e-5)
+    assert len(runs[0].history) == 20 and len(runs[1].history) == 1
+
+
 def test_nan_loss_raises_training_diverged_with_the_step(two_room):
     with pytest.raises(TrainingDiverged, match="at step 0") as raised:
         train(build_tiny(), NaNPixels(two_room.train), dataclasses.replace(CPU_CONFIG, steps=5), "cpu")
