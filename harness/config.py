@@ -227,11 +227,11 @@ def expand_trials(sweep: SweepConfig) -> list[dict[str, Any]]:
 
 def _name_variants(trials: list[dict[str, Any]]) -> None:
     """Set each trial's ``variant``: the settings, other than the seed, that differ between trials of
-    one model name (e.g. ``planner.name=mppi``), so a leaderboard never averages them as seeds."""
+    one model on one task (e.g. ``planner.name=mppi``), so a leaderboard never averages them as seeds."""
     # The protocol is left out: the leaderboard already tables each protocol apart.
     flat = [_flatten({k: v for k, v in t.items() if k not in ("seed", "sweep", "protocol")}) for t in trials]
-    for name in {t["model"]["name"] for t in trials}:
-        mine = [i for i, t in enumerate(trials) if t["model"]["name"] == name]
+    for entry in {(t["task"]["name"], t["model"]["name"]) for t in trials}:
+        mine = [i for i, t in enumerate(trials) if (t["task"]["name"], t["model"]["name"]) == entry]
         keys = sorted({k for i in mine for k in flat[i]})
         differing = [k for k in keys if len({json.dumps(flat[i].get(k), sort_keys=True) for i in mine}) > 1]
         for i in mine:

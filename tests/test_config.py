@@ -76,6 +76,8 @@ def test_variants_name_what_sets_trials_of_one_model_apart():
     variants = {(t["model"]["name"], t["seed"], t["variant"]) for t in expand_trials(sweep)}
     assert ("lewm", 1, "planner.name=mppi") in variants and ("random", 0, "planner.name=cem") in variants
     assert all(t["variant"] == "" for t in expand_trials(load_sweep(QUICKSTART, [])))
+    many_tasks = load_sweep(REPO / "sweeps" / "robustness.yaml", [])  # tasks differ, but each has its own table
+    assert all(t["variant"] == "" for t in expand_trials(many_tasks))
     lambdas = load_sweep(QUICKSTART, ["+search.grid={model.sigreg_weight: [0.0, 0.1]}"])
     assert {t["variant"] for t in expand_trials(lambdas) if t["model"]["name"] == "lewm"} == {
         "sigreg_weight=0.0",
