@@ -278,8 +278,6 @@ class Cube(Task):
         image_size: int = 64,  # visual-cube-single-v0 renders 64×64
         shadow_size: int = 1024,  # the package asks 4096; 1024 draws the same 64×64 frames to a few pixels
     ) -> None:
-        if not (isinstance(image_size, int) and image_size >= 8):
-            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
         if not (isinstance(shadow_size, int) and shadow_size >= 64):
             raise ValueError(f"shadow_size must be an integer of at least 64 (texels), got {shadow_size!r}")
         super().__init__(image_size=image_size, shadow_size=shadow_size)

@@ -111,6 +111,8 @@ class Task(ABC):
         _guard_methods(cls, ("success", "distance", "simulate", "sample_eval_case"))
 
     def __init__(self, image_size: int = 64, **options: Any) -> None:
+        if not (isinstance(image_size, int) and image_size >= 8):
+            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
         self.image_size = image_size
         self.options = options
 

@@ -324,8 +324,6 @@ class PushT(Task):
     episode_steps = 200  # LeWM's Push-T episodes run ~196 steps
 
     def __init__(self, image_size: int = 96) -> None:  # 96 px: the package's native observation size
-        if not (isinstance(image_size, int) and image_size >= 8):
-            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
         super().__init__(image_size=image_size)
 
     def make_env(self, seed: int | None = None) -> PushTEnv:

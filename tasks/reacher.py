@@ -187,8 +187,6 @@ class Reacher(Task):
     episode_steps = 200  # LeWM's Reacher data: 10,000 episodes × 200 steps
 
     def __init__(self, image_size: int = 64) -> None:
-        if not (isinstance(image_size, int) and image_size >= 8):
-            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
         super().__init__(image_size=image_size)
 
     def make_env(self, seed: int | None = None) -> ReacherEnv:

@@ -330,8 +330,6 @@ class TwoRoom(Task):
         agent_radius: float = 4.0,
         expert_cross_probability: float = 0.8,
     ) -> None:
-        if not (isinstance(image_size, int) and image_size >= 8):
-            raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
         if not success_radius > 0:
             raise ValueError(f"success_radius must be positive world units, got {success_radius}")
         if not 0 <= expert_cross_probability <= 1:
