@@ -45,14 +45,13 @@ WIDE_CI_HALF_WIDTH = 0.10  # warn when a success CI is wider than ±10 points: t
 FLOOR, CEILING = "random", "oracle"
 VARIANT_SEP = " · "  # "lewm · planner.name=mppi": a model entry's name and what sets it apart
 
+UNKNOWN_PROTOCOL = "unknown"
+FAILED_COLUMNS = ("trial", "protocol", "task", "model", "seed", "condition", "error")
+
 
 def _base_model(models: pd.Series) -> pd.Series:
     """Zoo names without their variant, to find the floor and ceiling under any grid."""
     return models.str.split(VARIANT_SEP, regex=False).str[0]
-
-
-UNKNOWN_PROTOCOL = "unknown"
-FAILED_COLUMNS = ("trial", "protocol", "task", "model", "seed", "condition", "error")
 
 
 class NoResultsError(FileNotFoundError):

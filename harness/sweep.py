@@ -137,8 +137,9 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     address = address or os.environ.get("RAY_ADDRESS") or "local"  # never join a stray cluster by accident
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
-    resources = trial_resources(sweep, ray.cluster_resources().get("GPU", 0))
-    cpus = ray.cluster_resources().get("CPU", 0)
+    cluster = ray.cluster_resources()
+    resources = trial_resources(sweep, cluster.get("GPU", 0))
+    cpus = cluster.get("CPU", 0)
     if address == "local" and resources["cpu"] > cpus:  # a joined cluster may autoscale; this one cannot
         ray.shutdown()
         raise ConfigError(
