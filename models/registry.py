@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from models.protocol import WorldModel
+from models.world_model import WorldModel
 
 MODELS: dict[str, str] = {
-    "lewm": "models.lewm:build",
-    "dino_wm": "baselines.dino_wm:build",
-    "dreamer": "baselines.dreamer:build",
-    "pldm": "baselines.pldm:build",
+    "lewm": "models.lewm.model:build",
+    "dino_wm": "models.dino_wm.model:build",
+    "dreamer": "models.dreamer.model:build",
+    "pldm": "models.pldm.model:build",
 }
 
 

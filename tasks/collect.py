@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.base import TASKS, make_task
 from tasks.data import POLICIES, cache_root, collect
-from tasks.protocol import TASKS, make_task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

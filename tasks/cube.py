@@ -39,7 +39,7 @@ from ogbench.manipspace import lie  # noqa: E402
 from ogbench.manipspace.envs.cube_env import CubeEnv as PackageCubeEnv  # noqa: E402
 from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle  # noqa: E402
 
-from tasks.protocol import Task, TaskEnv  # noqa: E402
+from tasks.base import Task, TaskEnv  # noqa: E402
 
 ENV_ID = "visual-cube-single-v0"
 SUCCESS_THRESHOLD = 0.04  # metres: ogbench CubeEnv._compute_successes

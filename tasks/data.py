@@ -31,7 +31,7 @@ import torch
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from tasks.protocol import Task, TaskEnv
+from tasks.base import Task, TaskEnv
 
 logger = logging.getLogger(__name__)
 

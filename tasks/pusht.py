@@ -26,7 +26,7 @@ import pymunk  # noqa: E402
 import shapely  # noqa: E402
 from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv  # noqa: E402
 
-from tasks.protocol import Task, TaskEnv  # noqa: E402
+from tasks.base import Task, TaskEnv  # noqa: E402
 
 BOARD_SIZE = 512.0  # the package's board, in pixels; action targets live in [0, 512]^2
 GOAL_POSE = np.array([256.0, 256.0, np.pi / 4])  # the package's fixed goal (x, y, angle), PushTEnv._setup

@@ -25,7 +25,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from dm_control import suite  # noqa: E402
 
-from tasks.protocol import Task, TaskEnv  # noqa: E402
+from tasks.base import Task, TaskEnv  # noqa: E402
 
 LINK_LENGTHS = (0.12, 0.12)  # m: shoulder to wrist, wrist to fingertip (reacher.xml body offsets)
 SUCCESS_RADIUS = 0.05 + 0.01  # m: reacher-easy's target radius (_BIG_TARGET) + the finger's radius

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from tasks.protocol import Task, TaskEnv
+from tasks.base import Task, TaskEnv
 
 FLOOR_RGB = np.array([236, 236, 228], dtype=np.float32)
 WALL_RGB = np.array([70, 70, 80], dtype=np.float32)

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.dino_wm import DinoV2Architecture, to_hub_layout
-from baselines.pldm import covariance_penalty, variance_hinge
-from harness.plan import CEM, LatentCost
-from harness.train import TrainConfig, train
-from models.lewm import IMAGENET_MEAN, IMAGENET_STD
-from models.protocol import WorldModel
+from harness.eval.planners import CEM, LatentCost
+from harness.trial.training import TrainConfig, train
+from models.dino_wm.model import DinoV2Architecture, to_hub_layout
+from models.lewm.model import IMAGENET_MEAN, IMAGENET_STD
+from models.pldm.model import covariance_penalty, variance_hinge
 from models.registry import build_model
+from models.world_model import WorldModel
+from tasks.base import make_task
 from tasks.data import WindowDataset, collect
-from tasks.protocol import make_task
 
 IMAGE_SIZE = 64
 FRAMESKIP = 5

@@ -26,7 +26,7 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from harness import results
+from harness.report import results
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
 
 
 def sweep_command(address: str, results_uri: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "harness.run", str(TINY), f"results_dir={results_uri}", *overrides,
+    return [sys.executable, "-m", "harness.sweep.cli", str(TINY), f"results_dir={results_uri}", *overrides,
             "--address", address, "--no-leaderboard"]  # fmt: skip
 
 
@@ -141,8 +141,8 @@ def test_collections_on_two_nodes_write_byte_identical_shards(two_nodes):
 
     @ray.remote(num_cpus=1)
     def collect_here(episodes: int, steps: int) -> tuple[str, str, dict[str, str], dict]:
+        from tasks.base import make_task
         from tasks.data import SHARD_EPISODES, cache_root, collect
-        from tasks.protocol import make_task
 
         data = collect(make_task("two_room", image_size=32), "expert", episodes, steps, seed=7, noise=0.3,
                        workers=1, progress=False)  # fmt: skip

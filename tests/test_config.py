@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, expand_trials, load_sweep
-from harness.protocol import PRESETS, resolve_protocol
-from harness.trial import trial_id
+from harness.eval.protocol import PRESETS, resolve_protocol
+from harness.sweep.config import ConfigError, expand_trials, load_sweep
+from harness.trial.trial import trial_id
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
@@ -50,7 +50,7 @@ def test_missing_sweep_file_is_named(tmp_path):
 
 def test_cli_exits_2_with_the_key_and_starts_no_ray(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "harness.run", str(QUICKSTART), "train.stepz=3", f"results_dir={tmp_path}"],
+        [sys.executable, "-m", "harness.sweep.cli", str(QUICKSTART), "train.stepz=3", f"results_dir={tmp_path}"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import tasks.data as data
+from tasks.base import make_task
 from tasks.data import Episodes, WindowDataset, cache_root, collect, dataset_key, split_episodes
-from tasks.protocol import make_task
 
 # Small sizes: 16 px frames, short episodes, 3-episode shards so that a few episodes make several shards.
 SMALL = {"episodes": 6, "steps": 24, "seed": 7, "noise": 0.1, "progress": False}

@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from harness.distributed import free_port
-from models.sigreg import sigreg
+from harness.trial.distributed import free_port
+from models.blocks.sigreg import sigreg
 
 WORLD_SIZE = 2
 TIME_STEPS, BATCH, IN_DIM, DIM = 2, 128, 12, 16

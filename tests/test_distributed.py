@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from harness.distributed import enable_sigreg_all_reduce, train_ddp
-from harness.train import TrainConfig
+from harness.trial.distributed import enable_sigreg_all_reduce, train_ddp
+from harness.trial.training import TrainConfig
 from models.registry import build_model
+from tasks.base import make_task
 from tasks.data import WindowDataset, collect
-from tasks.protocol import make_task
 
 IMAGE_SIZE, FRAMESKIP = 32, 5
 

@@ -1,4 +1,4 @@
-"""The leaderboard reads real Parquet rows (written by harness.results) and never ranks across protocols."""
+"""The leaderboard reads real Parquet rows (written by harness.report.results) and never ranks across protocols."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import leaderboard, stats
-from harness.protocol import PRESETS, Protocol
-from harness.results import write_trial
+from harness.eval.protocol import PRESETS, Protocol
+from harness.report import leaderboard, stats
+from harness.report.results import write_trial
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -43,7 +43,7 @@ def write_synthetic_trial(
     surprise_auroc: float | None = None,
     variant: str = "",
 ) -> str:
-    """One trial's condition and episode rows, as harness.run writes them: every condition on the same cases.
+    """One trial's condition and episode rows, as harness.sweep.cli writes them: every condition on the same cases.
 
     A case succeeds when its difficulty is below the condition's success level (skill shrunk by the
     perturbation magnitude), so the conditions of a trial are paired case for case.

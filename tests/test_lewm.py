@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.lewm import SIZES, LeWM, build
+from models.blocks.vit import Block, ConditionedBlock, frame_causal_mask
+from models.lewm.model import SIZES, LeWM, build
 from models.registry import build_model
-from models.vit import Block, ConditionedBlock, frame_causal_mask
 
 ACTION_DIM = 10  # frameskip 5 × 2-D actions
 

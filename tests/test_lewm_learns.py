@@ -8,16 +8,16 @@ uniform random actions do not, on the same held-out cases.
 import pytest
 import torch
 
-from harness.cases import make_cases
-from harness.evaluate import ModelController, RandomController, run_episodes, summarize
-from harness.plan import CEM
-from harness.probes import probe
-from harness.protocol import Protocol
-from harness.train import TrainConfig, train
+from harness.eval.cases import make_cases
+from harness.eval.evaluation import ModelController, RandomController, run_episodes, summarize
+from harness.eval.planners import CEM
+from harness.eval.probes import probe
+from harness.eval.protocol import Protocol
+from harness.trial.training import TrainConfig, train
 from models.registry import build_model
+from tasks.base import make_task
+from tasks.conditions import Condition
 from tasks.data import WindowDataset, collect
-from tasks.perturb import Condition
-from tasks.protocol import make_task
 
 
 @pytest.fixture(scope="module")

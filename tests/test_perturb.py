@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.perturb import AXES, Condition, MovableCamera, degradation_conditions, rotate_zoom, translate
+from tasks.conditions import AXES, Condition, MovableCamera, degradation_conditions, rotate_zoom, translate
 from tasks.two_room import AGENT_RGB, TwoRoom, TwoRoomEnv
 
 TASK = TwoRoom(image_size=64)

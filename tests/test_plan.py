@@ -5,14 +5,14 @@ import pytest
 import torch
 from einops import rearrange
 
-from harness.cases import make_cases
-from harness.evaluate import ModelController, OracleController, RandomController, run_episodes, summarize
-from harness.plan import CEM, MPPI, LatentCost
-from harness.protocol import Protocol
-from models.protocol import WorldModel
+from harness.eval.cases import make_cases
+from harness.eval.evaluation import ModelController, OracleController, RandomController, run_episodes, summarize
+from harness.eval.planners import CEM, MPPI, LatentCost
+from harness.eval.protocol import Protocol
+from models.world_model import WorldModel
+from tasks.base import StateLeakError, make_task, planning_guard
+from tasks.conditions import Condition
 from tasks.data import collect
-from tasks.perturb import Condition
-from tasks.protocol import StateLeakError, make_task, planning_guard
 from tasks.two_room import AGENT_RGB
 
 

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from scipy.integrate import quad
 
-from models.sigreg import SIGReg, random_directions, sigreg
+from models.blocks.sigreg import SIGReg, random_directions, sigreg
 
 BATCH, DIM = 512, 64  # the batch shape of REFERENCE.md's measured values
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import stats
+from harness.report import stats
 
 
 def test_wilson_interval_matches_the_textbook_case() -> None:

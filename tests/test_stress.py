@@ -7,15 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import results
-from harness.cases import make_cases
-from harness.config import expand_trials, load_sweep
-from harness.evaluate import run_episodes
-from harness.replay import main as replay_main
-from harness.replay import replay
-from harness.stress import adversarial_search, case_at, knn_rarity, prepare_trial, rarity_table, write_failures
-from harness.trial import run_trial, trial_configs
-from tasks.perturb import Condition
+from harness.eval.cases import make_cases
+from harness.eval.evaluation import run_episodes
+from harness.eval.replay import main as replay_main
+from harness.eval.replay import replay
+from harness.eval.stress import adversarial_search, case_at, knn_rarity, prepare_trial, rarity_table, write_failures
+from harness.report import results
+from harness.sweep.config import expand_trials, load_sweep
+from harness.trial.trial import run_trial, trial_configs
+from tasks.conditions import Condition
 
 TINY = Path(__file__).parent / "data" / "tiny_sweep.yaml"
 

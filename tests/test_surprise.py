@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.surprise import auroc, evaluate_surprise
-from harness.train import TrainConfig, load_or_train
+from harness.eval.surprise import auroc, evaluate_surprise
+from harness.trial.training import TrainConfig, load_or_train
 from models.registry import build_model
-from tasks import perturb
+from tasks import conditions as perturb
+from tasks.conditions import impossible_events
 from tasks.data import WindowDataset, collect
-from tasks.perturb import impossible_events
 from tasks.two_room import AGENT_RGB, TwoRoom
 
 FRAMESKIP = 5  # LeWM's on Two-Room
@@ -119,7 +119,7 @@ def test_events_a_task_lacks_are_skipped_with_a_reason(heldout, monkeypatch, cap
     monkeypatch.delitem(perturb.EVENT_SETS, "two_room")  # Two-Room as a task with only the generic teleport
     torch.manual_seed(0)
     model = build_model("lewm", "tiny", 32, 2 * FRAMESKIP, history=1).eval()
-    with caplog.at_level(logging.INFO, logger="harness.surprise"):
+    with caplog.at_level(logging.INFO, logger="harness.eval.surprise"):
         figures = evaluate_surprise(model, TASK, heldout, events=("teleport", "vanish"), frameskip=FRAMESKIP)
     assert "surprise_auroc_teleport" in figures and "surprise_auroc_vanish" not in figures
     assert "has no 'vanish' event" in caplog.text

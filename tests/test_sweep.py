@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from harness import results
+from harness.report import results
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
@@ -18,7 +18,7 @@ TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
 def run_cli(*args: str, env_cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WMBENCH_CACHE": str(env_cache)}
     return subprocess.run(
-        [sys.executable, "-m", "harness.run", str(TINY), *args, "--no-leaderboard"],
+        [sys.executable, "-m", "harness.sweep.cli", str(TINY), *args, "--no-leaderboard"],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout,
     )  # fmt: skip
 
@@ -60,7 +60,7 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     # A row re-runs from its own fields (config JSON, cached data and checkpoint) to the same figure.
     lewm_file = next(f for f in files if "-lewm-" in f.name)
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
-    rerun = subprocess.run([sys.executable, "-m", "harness.run", "--from-row", str(lewm_file), "1"],
+    rerun = subprocess.run([sys.executable, "-m", "harness.sweep.cli", "--from-row", str(lewm_file), "1"],
                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     recorded = pq.read_table(lewm_file).to_pandas().iloc[1]
@@ -73,7 +73,7 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_di
     overrides = [f"results_dir={out}", "seeds=[0,1,2]", "train.steps=60"]
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "harness.run", str(TINY), *overrides, "--no-leaderboard"],
+        [sys.executable, "-m", "harness.sweep.cli", str(TINY), *overrides, "--no-leaderboard"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.time() + 240

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import tasks.data as data
+from tasks.base import make_task
 from tasks.collect import main as collect_main
 from tasks.data import collect
-from tasks.protocol import make_task
 
 # name -> (options, frame size, action dim, state dim)
 TASK_SHAPES = {

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-import harness.train as train_module
-from harness.probes import Ridge, fit_probe, probe, r2_per_dim
-from harness.train import (
+import harness.trial.training as train_module
+from harness.eval.probes import Ridge, fit_probe, probe, r2_per_dim
+from harness.trial.training import (
     TrainConfig,
     TrainingDiverged,
     TrainStats,
@@ -26,10 +26,10 @@ from harness.train import (
     lr_factor,
     train,
 )
-from models.protocol import WorldModel
 from models.registry import build_model
+from models.world_model import WorldModel
+from tasks.base import make_task
 from tasks.data import WindowDataset, cache_root, collect, split_episodes
-from tasks.protocol import make_task
 
 IMAGE_SIZE = 32
 ACTION_DIM = 10  # frameskip 5 × Two-Room's 2-D action

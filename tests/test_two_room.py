@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tasks.protocol import make_task
+from tasks.base import make_task
 from tasks.two_room import AGENT_RGB, TwoRoom
 
 

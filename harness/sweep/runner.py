@@ -16,9 +16,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from harness import results
-from harness.config import ConfigError, SweepConfig, expand_trials, set_dotted
-from harness.trial import execute_trial, trial_configs, trial_id
+from harness.report import results
+from harness.sweep.config import ConfigError, SweepConfig, expand_trials, set_dotted
+from harness.trial.trial import execute_trial, trial_configs, trial_id
 
 log = logging.getLogger(__name__)
 

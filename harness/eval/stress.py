@@ -11,10 +11,10 @@ Two views of the same question, "which cases break this controller?":
   ``goal_offset`` steps later as in the protocol) and perturbation magnitudes, and
   minimises the controller's success. Every evaluated episode becomes a replayable row
   (task, seed, start, goal, history, condition, config) in Parquet;
-  ``python -m harness.replay FILE ROW`` re-runs one and draws it.
+  ``python -m harness.eval.replay FILE ROW`` re-runs one and draws it.
 
-    python -m harness.stress rarity results/robustness
-    python -m harness.stress search sweeps/stress.yaml --budget 32
+    python -m harness.eval.stress rarity results/robustness
+    python -m harness.eval.stress search sweeps/stress.yaml --budget 32
 """
 
 from __future__ import annotations
@@ -35,21 +35,21 @@ import pyarrow as pa
 import torch
 from scipy.spatial import cKDTree
 
-from harness import results
-from harness.cases import Case, make_cases
-from harness.evaluate import Controller, ModelController, OracleController, RandomController, run_episodes
-from harness.plan import make_optimizer
-from harness.protocol import Protocol
-from harness.stats import wilson_interval
-from harness.train import TrainConfig, load_or_train
-from models.protocol import WorldModel
+from harness.eval.cases import Case, make_cases
+from harness.eval.evaluation import Controller, ModelController, OracleController, RandomController, run_episodes
+from harness.eval.planners import make_optimizer
+from harness.eval.protocol import Protocol
+from harness.report import results
+from harness.report.stats import wilson_interval
+from harness.trial.training import TrainConfig, load_or_train
+from models.world_model import WorldModel
+from tasks.base import Task, make_task
+from tasks.conditions import AXES, Condition
 from tasks.data import Episodes, WindowDataset, collect
-from tasks.perturb import AXES, Condition
-from tasks.protocol import Task, make_task
 
 log = logging.getLogger(__name__)
 
-HELDOUT_SEED_OFFSET = 1_000_003  # as harness.trial: held-out episodes come from a different collection seed
+HELDOUT_SEED_OFFSET = 1_000_003  # as harness.trial.trial: held-out episodes come from a different collection seed
 RARITY_K = 5  # neighbours in the k-NN rarity
 # The perturbations the search may combine, with their bounds (the threat model). Sticky actions
 # ("sticky_prob": (0.0, 0.25)) join once the evaluator executes through Condition.channel.
@@ -57,7 +57,7 @@ DEFAULT_AXES: dict[str, tuple[float, float]] = {"action_noise": (0.0, 0.4), "cam
 PROGRESS_WEIGHT = 0.1  # the search's score: success rate + this × progress towards the goal
 
 
-# --- one trial's parts, as harness.trial builds them ---------------------------------------------
+# --- one trial's parts, as harness.trial.trial builds them ---------------------------------------------
 
 
 @dataclass
@@ -412,7 +412,7 @@ def case_from_row(row: pd.Series) -> Case:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.stress", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.eval.stress", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     rarity = commands.add_parser("rarity", help="success by rarity bucket from a results folder")
     rarity.add_argument("root", help="a results folder, e.g. results/robustness")
@@ -438,8 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written to {path}")
         return 0
 
-    from harness.config import ConfigError, load_sweep
-    from harness.sweep import plan_sweep
+    from harness.sweep.config import ConfigError, load_sweep
+    from harness.sweep.runner import plan_sweep
 
     try:
         sweep = load_sweep(args.sweep, args.overrides)

@@ -1,6 +1,6 @@
 """Leaderboard: read a sweep's Parquet rows back and compare models with intervals, never bare means.
 
-    python -m harness.leaderboard results/robustness [--out DIR] [--baseline results/previous]
+    python -m harness.report.leaderboard results/robustness [--out DIR] [--baseline results/previous]
 
 Rows are grouped by protocol × task × model × condition. Rows of different protocols land in
 different tables (DESIGN.md, "Evaluation integrity"). Each success rate carries a stratified
@@ -34,14 +34,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness import stats  # noqa: E402
-from harness.results import EPISODE_SCHEMA, EPISODES_DIR, load  # noqa: E402
+from harness.report import stats  # noqa: E402
+from harness.report.results import EPISODE_SCHEMA, EPISODES_DIR, load  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 GROUP = ["protocol_hash", "task", "model", "condition"]
 WIDE_CI_HALF_WIDTH = 0.10  # warn when a success CI is wider than ±10 points: too few episodes or seeds to rank on
-# The reference controllers of harness.config.CONTROLLERS, named here so that reading results needs no torch.
+# The reference controllers of harness.sweep.config.CONTROLLERS, named here so that reading results needs no torch.
 FLOOR, CEILING = "random", "oracle"
 VARIANT_SEP = " · "  # "lewm · planner.name=mppi": a model entry's name and what sets it apart
 
@@ -92,7 +92,9 @@ def _read(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         conditions = load(str(root))
     except FileNotFoundError as error:
-        raise NoResultsError(f"no results under {root}: expected trials/*.parquet written by harness.run") from error
+        raise NoResultsError(
+            f"no results under {root}: expected trials/*.parquet written by harness.sweep.cli"
+        ) from error
     if conditions.empty:
         raise NoResultsError(f"no results under {root}: its trials/ folder holds no rows")
     try:
@@ -962,8 +964,8 @@ def render(root: str | Path, out_dir: str | Path | None = None, baseline: str | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.leaderboard", description=__doc__.splitlines()[0])
-    parser.add_argument("results", help="a results folder written by harness.run (holds trials/ and episodes/)")
+    parser = argparse.ArgumentParser(prog="python -m harness.report.leaderboard", description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="a results folder written by harness.sweep.cli (holds trials/ and episodes/)")
     parser.add_argument("--out", help="where to write the leaderboard (default: RESULTS/leaderboard/)")
     parser.add_argument("--baseline", help="another results folder to compare against; regressions are marked")
     args = parser.parse_args(argv)

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from models.blocks.sigreg import SIGReg
+from models.blocks.vit import ConditionedBlock, ViTEncoder
 from models.presets import resolve_config
-from models.protocol import WorldModel
-from models.sigreg import SIGReg
-from models.vit import ConditionedBlock, ViTEncoder
+from models.world_model import WorldModel
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -169,7 +169,7 @@ class LeWM(WorldModel):
         )
         self.predictor = Predictor(cfg)
         self.predictor_projector = Projector(cfg.predictor_width, cfg.projector_hidden, cfg.latent_dim)
-        self.sigreg = SIGReg(cfg.sigreg_directions, cfg.sigreg_knots)  # harness.distributed turns on all_reduce
+        self.sigreg = SIGReg(cfg.sigreg_directions, cfg.sigreg_knots)  # harness.trial.distributed turns on all_reduce
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
 

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
-from harness import results
-from harness.cases import make_cases
-from harness.evaluate import (
+from harness.eval.cases import make_cases
+from harness.eval.evaluation import (
     Controller,
     EpisodeResult,
     ModelController,
@@ -35,14 +34,15 @@ from harness.evaluate import (
     run_episodes,
     summarize,
 )
-from harness.plan import make_optimizer
-from harness.probes import probe
-from harness.protocol import Protocol
-from harness.surprise import evaluate_surprise
-from harness.train import TrainConfig, load_or_train
+from harness.eval.planners import make_optimizer
+from harness.eval.probes import probe
+from harness.eval.protocol import Protocol
+from harness.eval.surprise import evaluate_surprise
+from harness.report import results
+from harness.trial.training import TrainConfig, load_or_train
+from tasks.base import make_task
+from tasks.conditions import Condition
 from tasks.data import WindowDataset, collect
-from tasks.perturb import Condition
-from tasks.protocol import make_task
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Replay one mined failure case and draw it: ``python -m harness.replay FILE ROW [--out DIR]``.
+"""Replay one mined failure case and draw it: ``python -m harness.eval.replay FILE ROW [--out DIR]``.
 
 A row of a failures file (harness/stress.py) holds everything the case needs: the
 trial config (task, data, model, planner, protocol), the start with its history, the
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.evaluate import EpisodeResult, run_episodes
-from harness.stress import case_from_row, prepare_trial
-from tasks.perturb import Condition
-from tasks.protocol import Task, TaskEnv
+from harness.eval.evaluation import EpisodeResult, run_episodes
+from harness.eval.stress import case_from_row, prepare_trial
+from tasks.base import Task, TaskEnv
+from tasks.conditions import Condition
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def save_strip(frames: np.ndarray, path: Path, title: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.replay", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.eval.replay", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="a failures Parquet file, e.g. results/stress/failures/<trial>.parquet")
     parser.add_argument("row", type=int, help="the row to replay (0 = the hardest case found)")
     parser.add_argument("--out", default=".", help="folder for the image strip (default: here)")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.protocol import Protocol
+from harness.eval.protocol import Protocol
+from tasks.base import Task
 from tasks.data import Episodes
-from tasks.protocol import Task
 
 MAX_DRAWS = 1000  # per case, before giving up on finding an unsolved start
 

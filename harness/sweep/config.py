@@ -18,10 +18,10 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.protocol import Protocol, resolve_protocol
+from harness.eval.protocol import Protocol, resolve_protocol
 from models.registry import MODELS
-from tasks.perturb import Condition
-from tasks.protocol import TASKS, task_class
+from tasks.base import TASKS, task_class
+from tasks.conditions import Condition
 
 GRID_ROOTS = ("model.", "train.", "planner.", "data.", "task.", "protocol.")  # what search.grid may vary
 PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(Protocol) if f.name != "name")

@@ -15,7 +15,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from models.protocol import WorldModel
+from models.world_model import WorldModel
 
 CostFn = Callable[[Tensor], Tensor]
 """candidates (K, S, H, A) in [-1, 1] -> cost (K, S); lower is better."""

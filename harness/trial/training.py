@@ -31,9 +31,9 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from models.protocol import WorldModel
+from models.blocks.sigreg import sigreg
 from models.registry import build_model
-from models.sigreg import sigreg
+from models.world_model import WorldModel
 from tasks.data import cache_root
 
 logger = logging.getLogger(__name__)
@@ -335,7 +335,7 @@ def load_or_train(
             model = build_model(model_name, size, image_size, action_dim, **overrides)
 
     if world_size > 1:
-        from harness.distributed import train_ddp
+        from harness.trial.distributed import train_ddp
 
         builder = functools.partial(build_model, model_name, size, image_size, action_dim, **overrides)
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"

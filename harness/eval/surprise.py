@@ -13,7 +13,7 @@ the clean sequences, so models of different latent scales read alike. Per event:
 - a one-sided paired t-test of surprise at the event frame against the same frame of the
   clean twin (the published test; p < 0.01 counts as detected).
 
-    python -m harness.surprise sweeps/quickstart.yaml models=[{name:lewm,size:tiny}] seeds=[0]
+    python -m harness.eval.surprise sweeps/quickstart.yaml models=[{name:lewm,size:tiny}] seeds=[0]
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import torch
 from einops import rearrange
 from scipy import stats
 
-from harness.evaluate import to_model_pixels
-from models.protocol import WorldModel
+from harness.eval.evaluation import to_model_pixels
+from models.world_model import WorldModel
+from tasks.base import Task
+from tasks.conditions import EVENTS, impossible_events
 from tasks.data import Episodes
-from tasks.perturb import EVENTS, impossible_events
-from tasks.protocol import Task
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +151,10 @@ def _first_above(values: np.ndarray, threshold: float) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Surprise of every trained model of a sweep file, on its held-out episodes (models come from the cache)."""
-    from harness.config import ConfigError, expand_trials, load_sweep
-    from harness.stress import prepare_trial
+    from harness.eval.stress import prepare_trial
+    from harness.sweep.config import ConfigError, expand_trials, load_sweep
 
-    parser = argparse.ArgumentParser(prog="python -m harness.surprise", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m harness.eval.surprise", description=main.__doc__)
     parser.add_argument("sweep", help="a sweep YAML, e.g. sweeps/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0]")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

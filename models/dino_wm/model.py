@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from models.lewm import IMAGENET_MEAN, IMAGENET_STD
+from models.blocks.vit import Block, ViTEncoder, frame_causal_mask
+from models.lewm.model import IMAGENET_MEAN, IMAGENET_STD
 from models.presets import resolve_config
-from models.protocol import WorldModel
-from models.vit import Block, ViTEncoder, frame_causal_mask
+from models.world_model import WorldModel
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from einops import rearrange
 
-from tasks.protocol import Task, TaskEnv
+from tasks.base import Task, TaskEnv
 from tasks.two_room import AGENT_RGB, TwoRoomRenderer
 
 

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from models.protocol import WorldModel
+from models.world_model import WorldModel
 
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)  # ridge penalties tried, relative to the sample count
 FOLDS = 5  # contiguous cross-validation folds for choosing alpha

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from harness.cases import Case
-from harness.plan import LatentCost, warm_start
-from harness.protocol import Protocol
-from harness.stats import wilson_interval
-from models.protocol import WorldModel
-from tasks.perturb import Condition
-from tasks.protocol import Task, planning_guard
+from harness.eval.cases import Case
+from harness.eval.planners import LatentCost, warm_start
+from harness.eval.protocol import Protocol
+from harness.report.stats import wilson_interval
+from models.world_model import WorldModel
+from tasks.base import Task, planning_guard
+from tasks.conditions import Condition
 
 
 @dataclass

@@ -5,7 +5,7 @@ global batch (a :class:`~torch.utils.data.DistributedSampler`, ``cfg.batch_size 
 windows each). DDP averages the parameter gradients, so every replica takes the same step.
 SIGReg is a statistic of the whole batch, so its characteristic-function means are
 all-reduced across the processes before it is formed (DESIGN.md "Rules"; the authors'
-copy forms it per device). Otherwise the recipe is :func:`harness.train.train`'s: AdamW,
+copy forms it per device). Otherwise the recipe is :func:`harness.trial.training.train`'s: AdamW,
 warm-up then cosine, gradient clipping, bf16 autocast on GPU, the same log records.
 """
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from harness.train import (
+from harness.trial.training import (
     LogInterval,
     TrainConfig,
     TrainingDiverged,
@@ -38,8 +38,8 @@ from harness.train import (
     log_due,
     lr_factor,
 )
-from models.protocol import WorldModel
-from models.sigreg import SIGReg
+from models.blocks.sigreg import SIGReg
+from models.world_model import WorldModel
 
 logger = logging.getLogger(__name__)
 

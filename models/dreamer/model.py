@@ -30,7 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from models.presets import resolve_config
-from models.protocol import WorldModel
+from models.world_model import WorldModel
 
 
 @dataclass(frozen=True)

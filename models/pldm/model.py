@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from baselines.dreamer import ConvEncoder
+from models.dreamer.model import ConvEncoder
 from models.presets import resolve_config
-from models.protocol import WorldModel
+from models.world_model import WorldModel
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pyarrow.parquet as pq
 
-from harness.config import ConfigError
-from harness.trial import run_trial
-from tasks.perturb import Condition
+from harness.sweep.config import ConfigError
+from harness.trial.trial import run_trial
+from tasks.conditions import Condition
 
 
 @dataclass
