@@ -1,6 +1,7 @@
-"""Size presets shared by every zoo builder: a named config plus user overrides, checked.
+"""Size presets shared by every zoo entry: a named config plus user overrides, checked.
 
-Every builder in the zoo takes ``build(size, image_size, action_dim, **overrides)``; an override
+Every entry exposes its presets as ``SIZES: dict[str, <Config>]`` ("tiny" for CPU tests,
+"paper" for the published configuration) and its builder resolves them here; an override
 must name a field of the model's config dataclass, and a wrong name is a user error.
 """
 
@@ -12,11 +13,11 @@ from typing import Any, TypeVar
 Config = TypeVar("Config")
 
 
-def resolve_config(model: str, presets: dict[str, Config], size: str, **fields: Any) -> Config:
-    """The ``size`` preset of ``model`` with ``fields`` replaced; unknown sizes or fields raise."""
-    if size not in presets:
-        raise ValueError(f"{model} size {size!r} is unknown; known sizes: {', '.join(presets)}")
-    preset = presets[size]
+def resolve_config(model: str, sizes: dict[str, Config], size: str, **fields: Any) -> Config:
+    """The ``size`` preset of ``model`` with ``fields`` replaced; unknown sizes or fields raise ValueError."""
+    if size not in sizes:
+        raise ValueError(f"{model} size {size!r} is unknown; known sizes: {', '.join(sizes)}")
+    preset = sizes[size]
     known = {field.name for field in dataclasses.fields(preset)}
     unknown = sorted(set(fields) - known)
     if unknown:

@@ -12,6 +12,7 @@ A batch from the dataset is a dict of tensors:
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -20,10 +21,17 @@ from torch import Tensor, nn
 
 
 class WorldModel(nn.Module, ABC):
-    """An action-conditioned latent world model."""
+    """An action-conditioned latent world model.
 
-    history: int = 1  # frames of context the predictor conditions on when planning
-    config: Any = None  # the resolved config dataclass (size preset + overrides); keys the checkpoint cache
+    Besides the methods below, every model sets two attributes in its ``__init__``:
+    ``config``, the resolved config dataclass (size preset + overrides) that keys the
+    checkpoint cache, and ``history``, the frames of context its predictor conditions on
+    (the protocol's history, or 1 for a model whose state summarises the past).
+    ``check_world_model`` holds a built model to this.
+    """
+
+    config: Any  # a dataclass instance
+    history: int
 
     @abstractmethod
     def encode(self, pixels: Tensor) -> Tensor:
@@ -83,3 +91,13 @@ class WorldModel(nn.Module, ABC):
     def describe(self) -> dict[str, str]:
         """Free-form facts recorded in the result row (e.g. which encoder weights)."""
         return {}
+
+
+def check_world_model(model: WorldModel, name: str) -> WorldModel:
+    """``model`` itself once its ``config`` is a dataclass and its ``history`` a positive int; TypeError otherwise."""
+    config, history = getattr(model, "config", None), getattr(model, "history", None)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"model {name!r}: config must be its resolved config dataclass, got {config!r}")
+    if not isinstance(history, int) or history < 1:
+        raise TypeError(f"model {name!r}: history must be a positive int (frames of context), got {history!r}")
+    return model

@@ -3,24 +3,29 @@
 A task is a small factory around a Gymnasium env. Observations are a dict with
 ``pixels`` (uint8, H×W×3) and ``state`` (float32 ground truth, read only by the
 evaluator, probes and data collection — never by a planner). Actions are a Box
-in [-1, 1]. Tasks are named in ``TASKS`` and built with :func:`make_task`.
+in [-1, 1]. A task declares the pip distributions it needs (``requires``) and its
+impossible events (``events_class``), so a new task is one file plus one line in
+``TASKS``; tasks are built with :func:`make_task`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from abc import ABC, ABCMeta, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from importlib import metadata
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 
-# One line per task: name -> "module:Class". Imported lazily so that a missing
-# optional extra (gym-pusht, ogbench) only matters when that task is used.
+from tasks.events import ImpossibleEvents
+
+# One line per task: name -> "module:Class". Imported on first use; a task module imports its
+# optional packages lazily, so its class (and its ``requires``) is there even when they are not.
 TASKS: dict[str, str] = {
     "two_room": "tasks.two_room:TwoRoom",
     "pusht": "tasks.pusht:PushT",
@@ -71,15 +76,72 @@ def _guard_methods(cls: type, names: tuple[str, ...]) -> None:
             setattr(cls, name, _guarded(cls.__dict__[name]))
 
 
-class TaskEnv(gym.Env):
+def missing_packages(packages: Iterable[str]) -> list[str]:
+    """The pip distributions among ``packages`` that are not installed here."""
+    missing = []
+    for package in packages:
+        try:
+            metadata.version(package)
+        except metadata.PackageNotFoundError:
+            missing.append(package)
+    return missing
+
+
+class TaskEnv(gym.Env, metaclass=ABCMeta):
     """A Gymnasium env that can also be placed at, and read from, an exact state.
 
-    Every subclass's state access is guarded: it raises inside :func:`planning_guard`.
+    The base owns what every task's env shares: the spaces, reset (a seeded random start,
+    or ``options["state"]``), the action check of ``step``, and the last observed frame
+    that ``render`` returns. A subclass draws its start (:meth:`_start`), steps
+    (:meth:`_step`), places and reads the state. State access is guarded: it raises
+    inside :func:`planning_guard`.
     """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+    render_mode = "rgb_array"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _guard_methods(cls, ("reset", "step", "set_state", "get_state"))
+
+    def __init__(self, image_size: int, action_dim: int, state_space: gym.spaces.Box) -> None:
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(action_dim,), dtype=np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {
+                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
+                "state": state_space,
+            }
+        )
+        self._pixels: np.ndarray | None = None  # (H, W, 3) uint8: the frame last observed
+
+    @_guarded
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict]:
+        """The task's random start drawn from ``seed``, then placed at ``options["state"]`` when one is given."""
+        super().reset(seed=seed)
+        obs = self._start(seed)
+        state = (options or {}).get("state")
+        return (obs if state is None else self.set_state(state)), {}
+
+    @_guarded
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """One raw step; episodes never end by themselves (no goal lives in the env, the caller sets the length)."""
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape} with values in [-1, 1], got shape {action.shape}"
+            )
+        obs, reward, info = self._step(action)
+        return obs, reward, False, False, info
+
+    @abstractmethod
+    def _start(self, seed: int | None) -> dict[str, np.ndarray]:
+        """Draw the task's random start (``self.np_random`` is already seeded) and observe it."""
+
+    @abstractmethod
+    def _step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
+        """Apply one checked action (float32, action_space's shape): (observation, reward, info)."""
 
     @abstractmethod
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
@@ -89,18 +151,45 @@ class TaskEnv(gym.Env):
     def get_state(self) -> np.ndarray:
         """The current ground-truth state (float32)."""
 
+    def render(self) -> np.ndarray:
+        return self.render_pixels()
+
     def render_pixels(self) -> np.ndarray:
-        """The current frame as uint8 H×W×3."""
-        return self._get_obs()["pixels"]
+        """The current frame as uint8 H×W×3: the one the last reset, step or set_state observed."""
+        if self._pixels is None:
+            raise RuntimeError(f"reset the {type(self).__name__} before rendering it")
+        return self._pixels.copy()
+
+    def set_viewpoint(self, shift: float, rotate: float, zoom: float) -> bool:
+        """Move the env's own camera before the episode's first render; False when it has none.
+
+        An env with a real camera (MuJoCo tasks) renders the moved view itself and returns
+        True; ``Condition.place_camera`` then warps nothing. The default has no movable
+        camera: it returns False and the frames are warped in pixel space instead.
+        ``shift``: translate the camera so the scene's ground plane moves about ``shift``
+        pixels down and right in the frame (as the pixel warp does); ``rotate``: turn the
+        view counter-clockwise by that many degrees (for a tilted camera, the azimuth about
+        the scene's centre); ``zoom``: divide the camera's distance (or field of view) by
+        it. Zero, zero and one restore the task's default view.
+        """
+        return False
+
+    def _observe(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation of the world as it stands, with ``pixels`` its frame (kept for ``render``)."""
+        self._pixels = np.asarray(pixels, dtype=np.uint8)
+        return {"pixels": self._pixels.copy(), "state": self.get_state()}
 
 
 class Task(ABC):
-    """A named task: env factory, data policies, success test and eval cases."""
+    """A named task: env factory, data policies, success test, packages and impossible events."""
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"  # bump when dynamics or rendering change: keys caches
     action_dim: ClassVar[int]
     state_dim: ClassVar[int]
+    # The pip distributions the task needs, e.g. ("dm-control", "mujoco"); result rows record their versions.
+    requires: ClassVar[tuple[str, ...]]
+    events_class: ClassVar[type[ImpossibleEvents]] = ImpossibleEvents  # the task's impossible events
     # Published defaults the protocol presets read (REFERENCE.md, LeWM).
     default_history: ClassVar[int] = 3
     default_frameskip: ClassVar[int] = 5
@@ -108,21 +197,39 @@ class Task(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _guard_methods(cls, ("success", "distance", "simulate", "sample_eval_case"))
+        _guard_methods(cls, ("success", "distance", "simulate"))
 
     def __init__(self, image_size: int = 64, **options: Any) -> None:
+        self.require()
         if not (isinstance(image_size, int) and image_size >= 8):
             raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
         self.image_size = image_size
         self.options = options
 
+    @classmethod
+    def require(cls) -> None:
+        """Raise ImportError, in one sentence naming the task and the pip command, if a required package is missing."""
+        missing = missing_packages(cls.requires)
+        if missing:
+            raise ImportError(
+                f"task {cls.name!r} needs packages that are not installed ({', '.join(missing)}); "
+                f"install them with: pip install {' '.join(missing)} (or pip install -e '.[tasks]')"
+            )
+
     def config(self) -> dict[str, Any]:
         """Everything that changes what the env produces; hashed into cache keys."""
         return {"task": self.name, "version": self.version, "image_size": self.image_size, **self.options}
 
-    @abstractmethod
     def make_env(self, seed: int | None = None) -> TaskEnv:
-        """A fresh env (reset it before use)."""
+        """A fresh env, reset with ``seed`` when one is given (else reset it before use)."""
+        env = self._new_env()
+        if seed is not None:
+            env.reset(seed=seed)
+        return env
+
+    @abstractmethod
+    def _new_env(self) -> TaskEnv:
+        """A fresh env of this task, not yet reset."""
 
     @abstractmethod
     def expert(self, rng: np.random.Generator, noise: float = 0.0) -> Policy:
@@ -140,14 +247,7 @@ class Task(ABC):
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
         """Distance to the goal in true state space (reported as final_distance)."""
 
-    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """A task-native (start, goal) pair, reproducible from ``rng``.
-
-        The default protocol draws cases from held-out episodes instead
-        (harness/cases.py); tasks with their own goal sets override this.
-        """
-        raise NotImplementedError(f"task {self.name!r} has no task-native evaluation cases")
-
+    @_guarded
     def simulate(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:
         """Batched true dynamics (N, S) × (N, A) -> (N, S), for the oracle; None if unavailable."""
         return None
@@ -165,8 +265,9 @@ def task_class(name: str) -> type[Task]:
     module_name, class_name = TASKS[name].split(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except ImportError as error:  # a task module that imports a missing package at its top (e.g. from outside)
         raise ImportError(
-            f"task {name!r} needs an optional dependency ({error.name}); install it with: pip install -e '.[{name}]'"
+            f"task {name!r} could not be imported: {error.name or error} is missing; "
+            f"install the task's packages, e.g. pip install -e '.[tasks]'"
         ) from error
     return getattr(module, class_name)

@@ -21,25 +21,23 @@ what the model sees (mean differences of 15, 0.4 and 1.0), so they stay.
 
 from __future__ import annotations
 
+import functools
 import os
-import warnings
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+from tasks.base import Task, TaskEnv
+
+if TYPE_CHECKING:  # the packages are imported where they are used, so the class imports without them
+    from ogbench.manipspace.envs.cube_env import CubeEnv as PackageCubeEnv
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless rendering
 # Software Mesa (llvmpipe) renders on one thread: at 64×64 its thread hand-offs cost more than they
 # save (same pixels; reacher 22 -> 38, cube 5.0 -> 6.5 frames/s here). GPU drivers ignore it.
 os.environ.setdefault("LP_NUM_THREADS", "1")
-
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import ogbench  # noqa: E402, F401  (registers the OGBench env ids)
-from dm_control import mjcf  # noqa: E402
-from ogbench.manipspace import lie  # noqa: E402
-from ogbench.manipspace.envs.cube_env import CubeEnv as PackageCubeEnv  # noqa: E402
-from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle  # noqa: E402
-
-from tasks.base import Task, TaskEnv  # noqa: E402
 
 ENV_ID = "visual-cube-single-v0"
 SUCCESS_THRESHOLD = 0.04  # metres: ogbench CubeEnv._compute_successes
@@ -64,7 +62,8 @@ STATE_FIELDS: dict[str, slice] = {
 STATE_DIM = 13 + NQ + NV + NU
 
 
-class _ShadowSizedCubeEnv(PackageCubeEnv):
+@functools.cache
+def _shadow_sized_env_class() -> type[PackageCubeEnv]:
     """The package's CubeEnv with the shadow map's size set before the model compiles, observed after each step.
 
     ``mj_step`` leaves positions, sites and contact forces as they were before its last
@@ -72,23 +71,30 @@ class _ShadowSizedCubeEnv(PackageCubeEnv):
     state a function of qpos/qvel/ctrl alone, so ``set_state`` then ``step`` replays a
     recorded transition exactly. The package's controller then reads the current
     effector position instead of the 2 ms old one, so trajectories drift from the plain
-    package's slightly (joint positions within ~0.03 after 60 random steps).
+    package's slightly (joint positions within ~0.03 after 60 random steps). Built on first
+    use, so that this module imports without ogbench.
     """
+    import mujoco
+    from dm_control import mjcf
+    from ogbench.manipspace.envs.cube_env import CubeEnv as PackageCubeEnv
 
-    def __init__(self, shadow_size: int | None, **kwargs: Any) -> None:
-        self._shadow_size = shadow_size
-        super().__init__(**kwargs)
+    class ShadowSizedCubeEnv(PackageCubeEnv):
+        def __init__(self, shadow_size: int | None, **kwargs: Any) -> None:
+            self._shadow_size = shadow_size
+            super().__init__(**kwargs)
 
-    def build_mjcf_model(self) -> mjcf.RootElement:
-        model = super().build_mjcf_model()
-        if self._shadow_size is not None:
-            model.visual.quality.shadowsize = self._shadow_size
-        return model
+        def build_mjcf_model(self) -> mjcf.RootElement:
+            model = super().build_mjcf_model()
+            if self._shadow_size is not None:
+                model.visual.quality.shadowsize = self._shadow_size
+            return model
 
-    def post_step(self) -> None:
-        mujoco.mj_forward(self.model, self.data)
-        mujoco.mj_rnePostConstraint(self.model, self.data)
-        super().post_step()
+        def post_step(self) -> None:
+            mujoco.mj_forward(self.model, self.data)
+            mujoco.mj_rnePostConstraint(self.model, self.data)
+            super().post_step()
+
+    return ShadowSizedCubeEnv
 
 
 def package_env(
@@ -99,9 +105,11 @@ def package_env(
     ``data_collection`` is the mode OGBench generates its datasets in; ``task`` holds its
     five evaluation tasks.
     """
+    import ogbench  # noqa: F401  (registers the OGBench env ids)
+
     kwargs = dict(gym.spec(ENV_ID).kwargs)
     kwargs.update(width=image_size, height=image_size, ob_type=ob_type, mode=mode, terminate_at_goal=False)
-    return _ShadowSizedCubeEnv(shadow_size, **kwargs)
+    return _shadow_sized_env_class()(shadow_size, **kwargs)
 
 
 def read_state(env: PackageCubeEnv) -> np.ndarray:
@@ -123,43 +131,27 @@ def read_state(env: PackageCubeEnv) -> np.ndarray:
 
 
 class CubeEnv(TaskEnv):
-    """OGBench's single-cube scene behind the task contract; episodes never end by themselves."""
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+    """OGBench's single-cube scene behind the task contract."""
 
     def __init__(self, image_size: int, shadow_size: int | None) -> None:
+        super().__init__(image_size, 5, gym.spaces.Box(-np.inf, np.inf, shape=(STATE_DIM,), dtype=np.float32))
         self.env = package_env(image_size, shadow_size)
-        self.render_mode = "rgb_array"
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(5,), dtype=np.float32)
-        self.observation_space = gym.spaces.Dict(
-            {
-                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
-                "state": gym.spaces.Box(-np.inf, np.inf, shape=(STATE_DIM,), dtype=np.float32),
-            }
-        )
-        self._pixels: np.ndarray | None = None
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The package's random arm pose and cube pose, or ``options["state"]``."""
-        super().reset(seed=seed)
+    def _start(self, seed: int | None) -> dict[str, np.ndarray]:
+        """The package's random arm pose and cube pose."""
         pixels, _ = self.env.reset(seed=seed)
         if self.env.model.nq != NQ or self.env.model.nv != NV or self.env.model.nu != NU:
             raise RuntimeError(f"ogbench's cube scene changed shape (nq, nv, nu) = {self.env.model.nq}, ...")
-        if options and options.get("state") is not None:
-            return self.set_state(options["state"]), {}
-        return self._observe(pixels), {}
+        return self._observe(pixels)
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (5,):
-            raise ValueError(f"action must have shape (5,) with values in [-1, 1], got shape {action.shape}")
+    def _step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
         pixels, *_ = self.env.step(np.clip(action, -1.0, 1.0))
-        return self._observe(pixels), 0.0, False, False, {}
+        return self._observe(pixels), 0.0, {}
 
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
         """Set MuJoCo's qpos, qvel and ctrl from the state's tail and recompute everything derived."""
+        import mujoco
+
         state = np.asarray(state, dtype=np.float64)
         if state.shape != (STATE_DIM,) or not np.all(np.isfinite(state)):
             raise ValueError(f"state must be a finite vector of {STATE_DIM} values (tasks.cube.STATE_FIELDS)")
@@ -174,14 +166,6 @@ class CubeEnv(TaskEnv):
     def get_state(self) -> np.ndarray:
         return read_state(self.env)
 
-    def render(self) -> np.ndarray:
-        return self.render_pixels()
-
-    def render_pixels(self) -> np.ndarray:
-        if self._pixels is None:
-            raise RuntimeError("reset the Cube env before rendering it")
-        return self._pixels.copy()
-
     def close(self) -> None:
         """Free the EGL renderer now (left to the garbage collector, EGL errors at exit)."""
         renderer = getattr(self.env, "_renderer", None)
@@ -189,23 +173,24 @@ class CubeEnv(TaskEnv):
             renderer.close()
             self.env._renderer = None
 
-    def _observe(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        self._pixels = np.asarray(pixels, dtype=np.uint8)
-        return {"pixels": self._pixels.copy(), "state": self.get_state()}
 
-
-class _SeededCubeOracle(CubeMarkovOracle):
+@functools.cache
+def _seeded_oracle_class() -> type[CubeMarkovOracle]:
     """OGBench's Markov cube oracle, needing no env: its end pose comes from our generator, not np.random."""
+    from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
 
-    def __init__(self, rng: np.random.Generator, min_norm: float = 0.4) -> None:  # 0.4: the oracle's default
-        super().__init__(env=None, min_norm=min_norm)
-        self.rng = rng
+    class SeededCubeOracle(CubeMarkovOracle):
+        def __init__(self, rng: np.random.Generator, min_norm: float = 0.4) -> None:  # 0.4: the oracle's default
+            super().__init__(env=None, min_norm=min_norm)
+            self.rng = rng
 
-    def reset(self, ob: Any, info: dict[str, Any]) -> None:
-        self._done = False
-        self._step = 0
-        self._final_pos = self.rng.uniform(*ARM_SAMPLING_BOUNDS)  # where the arm rests after the place
-        self._final_yaw = self.rng.uniform(-np.pi, np.pi)
+        def reset(self, ob: Any, info: dict[str, Any]) -> None:
+            self._done = False
+            self._step = 0
+            self._final_pos = self.rng.uniform(*ARM_SAMPLING_BOUNDS)  # where the arm rests after the place
+            self._final_yaw = self.rng.uniform(-np.pi, np.pi)
+
+    return SeededCubeOracle
 
 
 class CubeExpert:
@@ -222,7 +207,7 @@ class CubeExpert:
     def __init__(self, rng: np.random.Generator, noise: float) -> None:
         self.rng = rng
         self.noise_std = rng.uniform(0.0, noise) * NOISE_SCALE if noise > 0 else np.zeros(5)
-        self.oracle = _SeededCubeOracle(rng)
+        self.oracle = _seeded_oracle_class()(rng)
         self.target: np.ndarray | None = None  # (x, y, z, yaw)
         self.goal: np.ndarray | None = None
 
@@ -236,6 +221,8 @@ class CubeExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def _new_target(self, state: np.ndarray) -> None:
+        from ogbench.manipspace import lie
+
         xy = self.rng.uniform(*TARGET_SAMPLING_BOUNDS)
         self.target = np.array([*xy, CUBE_HEIGHT, self.rng.uniform(0, 2 * np.pi)])
         if self.goal is None:
@@ -247,6 +234,8 @@ class CubeExpert:
 
     def _oracle_info(self, state: np.ndarray) -> dict[str, Any]:
         """The slice of the package's ``info`` dict the oracle reads, rebuilt from the state."""
+        from ogbench.manipspace import lie
+
         cube_quat = state[STATE_FIELDS["cube_quat"]]
         cube_yaw = lie.SO3(wxyz=cube_quat / np.linalg.norm(cube_quat)).compute_yaw_radians()
         return {
@@ -269,6 +258,7 @@ class Cube(Task):
     version = "1"
     action_dim = 5
     state_dim = STATE_DIM
+    requires = ("ogbench", "mujoco")  # ogbench brings dm-control, whose mjcf builds the scene
     default_history = 3  # LeWM
     default_frameskip = 5  # LeWM
     episode_steps = 200  # LeWM's Cube data: 10,000 episodes × 200 steps
@@ -282,16 +272,9 @@ class Cube(Task):
             raise ValueError(f"shadow_size must be an integer of at least 64 (texels), got {shadow_size!r}")
         super().__init__(image_size=image_size, shadow_size=shadow_size)
         self.shadow_size = shadow_size
-        self._case_env: PackageCubeEnv | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_case_env": None}  # the case env stays in its process
-
-    def make_env(self, seed: int | None = None) -> CubeEnv:
-        env = CubeEnv(self.image_size, self.shadow_size)
-        if seed is not None:
-            env.reset(seed=seed)
-        return env
+    def _new_env(self) -> CubeEnv:
+        return CubeEnv(self.image_size, self.shadow_size)
 
     def expert(self, rng: np.random.Generator, noise: float = 0.0) -> CubeExpert:
         return CubeExpert(rng, noise)
@@ -304,29 +287,3 @@ class Cube(Task):
         """Distance (m) between the cube's positions."""
         cube = STATE_FIELDS["cube_pos"]
         return float(np.linalg.norm(np.asarray(state, np.float64)[cube] - np.asarray(goal, np.float64)[cube]))
-
-    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One of OGBench's five evaluation tasks, set up as the package does (arm random, cube jittered).
-
-        The start is the package's own reset for the task. The goal is built as the
-        package builds its goal frame: arm at a fresh random pose, the cube at the
-        task's goal position with no rotation, then two random actions to settle.
-        """
-        if self._case_env is None:
-            self._case_env = package_env(self.image_size, self.shadow_size, ob_type="states", mode="task")
-        env = self._case_env
-        task_id = int(rng.integers(1, env.num_tasks + 1))
-        with warnings.catch_warnings():  # the package's action_space Box warns on float64 bounds at every reset
-            warnings.filterwarnings("ignore", message=".*precision lowered.*", category=UserWarning)
-            env.reset(seed=int(rng.integers(2**31)), options={"task_id": task_id})
-        env.data.ctrl[:] = 0.0  # the reset leaves the controls of its unseeded settling steps; no step reads them
-        mujoco.mj_forward(env.model, env.data)
-        mujoco.mj_rnePostConstraint(env.model, env.data)
-        start = read_state(env)
-        env.initialize_arm()
-        env.data.joint("object_joint_0").qpos[:3] = env.cur_task_info["goal_xyzs"][0]
-        env.data.joint("object_joint_0").qpos[3:] = lie.SO3.identity().wxyz
-        mujoco.mj_forward(env.model, env.data)
-        for _ in range(2):
-            env.step(rng.uniform(-1.0, 1.0, 5))
-        return start, read_state(env)

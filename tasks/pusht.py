@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
+
+import gymnasium as gym
+import numpy as np
+
+from tasks.base import Task, TaskEnv
+
+if TYPE_CHECKING:  # the packages are imported where they are used, so the class imports without them
+    import pymunk
+    import shapely
+    from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # headless pygame, before gym_pusht imports it
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-import pymunk  # noqa: E402
-import shapely  # noqa: E402
-from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv  # noqa: E402
-
-from tasks.base import Task, TaskEnv  # noqa: E402
 
 BOARD_SIZE = 512.0  # the package's board, in pixels; action targets live in [0, 512]^2
 GOAL_POSE = np.array([256.0, 256.0, np.pi / 4])  # the package's fixed goal (x, y, angle), PushTEnv._setup
@@ -47,10 +49,19 @@ def target_to_action(target: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(target, dtype=np.float64) / (BOARD_SIZE / 2) - 1.0, -1.0, 1.0).astype(np.float32)
 
 
+def _package_env_class() -> type[PackagePushTEnv]:
+    """The package's PushTEnv class (importing gym_pusht, which needs pygame and pymunk)."""
+    from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv
+
+    return PackagePushTEnv
+
+
 @functools.cache
 def _tee() -> tuple[pymunk.Body, tuple[pymunk.Poly, ...]]:
     """The package's T body and its two rectangles (local vertices), built once per process."""
-    body, shapes = PackagePushTEnv.add_tee(pymunk.Space(), (0, 0), 0)
+    import pymunk
+
+    body, shapes = _package_env_class().add_tee(pymunk.Space(), (0, 0), 0)
     return body, tuple(shapes)
 
 
@@ -70,6 +81,8 @@ def tee_polygon(pose: np.ndarray) -> shapely.MultiPolygon:
     Same vertices and transform as the package's ``pymunk_to_shapely(get_goal_pose_body(pose), shapes)``
     (tests check the two agree), built from NumPy instead of pymunk bodies, ~5× faster.
     """
+    import shapely
+
     x, y, angle = np.asarray(pose, dtype=np.float64)
     placed = [vertices @ _rotation(angle).T + np.array([x, y]) for vertices in _tee_local_vertices()]
     return shapely.MultiPolygon([shapely.Polygon(vertices) for vertices in placed])
@@ -90,45 +103,27 @@ def tee_keypoints(pose: np.ndarray) -> np.ndarray:
 
 
 class PushTEnv(TaskEnv):
-    """The package's PushTEnv behind the task contract; episodes never end by themselves.
+    """The package's PushTEnv behind the task contract.
 
     The package ends an episode when its fixed goal is covered; here the caller sets the
     length, and the package's coverage of its own goal is passed on in ``info``.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
-
     def __init__(self, image_size: int) -> None:
-        self.env = PackagePushTEnv(
+        high = np.array([BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, 2 * np.pi], dtype=np.float32)
+        super().__init__(image_size, 2, gym.spaces.Box(np.zeros(5, dtype=np.float32), high, dtype=np.float32))
+        self.env = _package_env_class()(
             obs_type="pixels_agent_pos", observation_width=image_size, observation_height=image_size
         )
-        self.render_mode = "rgb_array"
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        high = np.array([BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, 2 * np.pi], dtype=np.float32)
-        self.observation_space = gym.spaces.Dict(
-            {
-                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
-                "state": gym.spaces.Box(np.zeros(5, dtype=np.float32), high, dtype=np.float32),
-            }
-        )
-        self._pixels: np.ndarray | None = None
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The package's random start (agent and block uniform, any angle), or ``options["state"]``."""
-        super().reset(seed=seed)
-        if options and options.get("state") is not None:
-            return self.set_state(options["state"]), {}
+    def _start(self, seed: int | None) -> dict[str, np.ndarray]:
+        """The package's random start (agent and block uniform, any angle)."""
         package_obs, _ = self.env.reset(seed=seed)
-        return self._observe(package_obs), {}
+        return self._observe(package_obs["pixels"])
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (2,):
-            raise ValueError(f"action must have shape (2,) with values in [-1, 1], got shape {action.shape}")
+    def _step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
         package_obs, reward, _, _, info = self.env.step(action_to_target(action))
-        return self._observe(package_obs), float(reward), False, False, {"coverage": info["coverage"]}
+        return self._observe(package_obs["pixels"]), float(reward), {"coverage": info["coverage"]}
 
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
         """Place agent and block (at rest) through the package's ``reset_to_state``.
@@ -146,26 +141,14 @@ class PushTEnv(TaskEnv):
         placed = state.copy()
         placed[2:4] = state[2:4] - com + _rotation(state[4]) @ com  # where to put it at angle 0
         package_obs, _ = self.env.reset(options={"reset_to_state": placed})
-        return self._observe(package_obs)
+        return self._observe(package_obs["pixels"])
 
     def get_state(self) -> np.ndarray:
         agent, block = self.env.agent, self.env.block
         return np.array([*agent.position, *block.position, block.angle % (2 * np.pi)], dtype=np.float32)
 
-    def render(self) -> np.ndarray:
-        return self.render_pixels()
-
-    def render_pixels(self) -> np.ndarray:
-        if self._pixels is None:
-            raise RuntimeError("reset the Push-T env before rendering it")
-        return self._pixels.copy()
-
     def close(self) -> None:
         self.env.close()
-
-    def _observe(self, package_obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._pixels = package_obs["pixels"]
-        return {"pixels": self._pixels.copy(), "state": self.get_state()}
 
 
 class PushTExpert:
@@ -248,6 +231,8 @@ class PushTExpert:
 
     def _waypoint(self, agent: np.ndarray, stand_off: np.ndarray, block: np.ndarray) -> np.ndarray:
         """Straight to ``stand_off`` when that path is clear of the block, else along a ring around it."""
+        import shapely
+
         block_shape = tee_polygon(block)
         if not block_shape.buffer(AGENT_RADIUS + 1.0).intersects(shapely.LineString([agent, stand_off])):
             return stand_off
@@ -273,6 +258,8 @@ def _wrap(angle: float) -> float:
 @functools.cache
 def _tee_outline() -> shapely.Polygon:
     """The T's outline in local coordinates, counter-clockwise."""
+    import shapely
+
     outline = shapely.union_all(list(tee_polygon(np.zeros(3)).geoms)).simplify(0.1)
     return shapely.geometry.polygon.orient(outline, sign=1.0)
 
@@ -284,6 +271,8 @@ def _tee_com() -> tuple[float, float]:
 
 def _tee_gyration_sq() -> float:
     """Squared radius of gyration about the centre of mass (uniform density), by sampling."""
+    import shapely
+
     outline = _tee_outline()
     x0, y0, x1, y1 = outline.bounds
     xs, ys = np.meshgrid(np.arange(x0, x1, 2.0) + 1, np.arange(y0, y1, 2.0) + 1)
@@ -297,6 +286,8 @@ def _outline_contacts(spacing: float) -> tuple[np.ndarray, np.ndarray]:
 
     Points whose stand-off disc would overlap the T itself (in the corners under the bar) are left out.
     """
+    import shapely
+
     ring = np.array(_tee_outline().exterior.coords)  # counter-clockwise: outward normal is the edge turned right
     points, normals = [], []
     for start, end in zip(ring[:-1], ring[1:], strict=True):
@@ -319,6 +310,7 @@ class PushT(Task):
     version = "1"
     action_dim = 2
     state_dim = 5
+    requires = ("gym-pusht",)
     default_history = 3  # LeWM
     default_frameskip = 5  # LeWM
     episode_steps = 200  # LeWM's Push-T episodes run ~196 steps
@@ -326,11 +318,8 @@ class PushT(Task):
     def __init__(self, image_size: int = 96) -> None:  # 96 px: the package's native observation size
         super().__init__(image_size=image_size)
 
-    def make_env(self, seed: int | None = None) -> PushTEnv:
-        env = PushTEnv(self.image_size)
-        if seed is not None:
-            env.reset(seed=seed)
-        return env
+    def _new_env(self) -> PushTEnv:
+        return PushTEnv(self.image_size)
 
     def expert(self, rng: np.random.Generator, noise: float = 0.0) -> PushTExpert:
         return PushTExpert(rng, noise)
@@ -347,15 +336,3 @@ class PushT(Task):
         """
         corners = tee_keypoints(np.asarray(state)[2:5]) - tee_keypoints(np.asarray(goal)[2:5])
         return float(np.mean(np.linalg.norm(corners, axis=1)))
-
-    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The package's own task: its random start, and its fixed goal pose with the pusher clear of it.
-
-        The package budgets 300 steps for this; the default protocol (goals 25 steps
-        ahead in held-out episodes, harness/cases.py) is what fits a 50-step budget.
-        """
-        env = PackagePushTEnv(obs_type="state")
-        start, _ = env.reset(seed=int(rng.integers(2**31)))
-        env.close()
-        goal = np.array([*GOAL_AGENT_POSITION, *GOAL_POSE], dtype=np.float32)
-        return np.asarray(start, dtype=np.float32), goal

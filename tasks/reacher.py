@@ -14,18 +14,17 @@ radius 5 cm + finger radius 1 cm), with the goal's fingertip as the target.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported: headless rendering
+import gymnasium as gym
+import numpy as np
+
+from tasks.base import Task, TaskEnv
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported (by dm_control, on first use): headless
 # Software Mesa (llvmpipe) renders on one thread: at 64×64 its thread hand-offs cost more than they
 # save (same pixels; reacher 22 -> 38, cube 5.0 -> 6.5 frames/s here). GPU drivers ignore it.
 os.environ.setdefault("LP_NUM_THREADS", "1")
-
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
-from dm_control import suite  # noqa: E402
-
-from tasks.base import Task, TaskEnv  # noqa: E402
 
 LINK_LENGTHS = (0.12, 0.12)  # m: shoulder to wrist, wrist to fingertip (reacher.xml body offsets)
 SUCCESS_RADIUS = 0.05 + 0.01  # m: reacher-easy's target radius (_BIG_TARGET) + the finger's radius
@@ -63,45 +62,30 @@ def _wrap_array(angles: np.ndarray) -> np.ndarray:
 
 
 class ReacherEnv(TaskEnv):
-    """The suite's reacher-easy behind the task contract; episodes never end by themselves."""
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+    """The suite's reacher-easy behind the task contract."""
 
     def __init__(self, image_size: int) -> None:
+        from dm_control import suite  # imported here, so this module imports without dm_control
+
+        super().__init__(image_size, 2, gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32))
         self.image_size = image_size
         self.env = suite.load("reacher", "easy", task_kwargs={"time_limit": float("inf")})
         self.physics = self.env.physics
-        self.render_mode = "rgb_array"
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = gym.spaces.Dict(
-            {
-                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
-                "state": gym.spaces.Box(-np.inf, np.inf, shape=(6,), dtype=np.float32),
-            }
-        )
         self._started = False
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The suite's random start (joints uniform in range, target 5–20 cm out), or ``options["state"]``."""
-        super().reset(seed=seed)
+    def _start(self, seed: int | None) -> dict[str, np.ndarray]:
+        """The suite's random start (joints uniform in range, target 5–20 cm out)."""
         if seed is not None:
             self.env.task.random.seed(seed)
         self.env.reset()
         self._started = True
-        if options and options.get("state") is not None:
-            return self.set_state(options["state"]), {}
-        return self._observe(), {}
+        return self._observe(self._render())
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (2,):
-            raise ValueError(f"action must have shape (2,) with values in [-1, 1], got shape {action.shape}")
+    def _step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
         if not self._started:
             raise RuntimeError("reset the Reacher env before stepping it")
         time_step = self.env.step(np.clip(action, -1.0, 1.0))
-        return self._observe(), float(time_step.reward or 0.0), False, False, {}
+        return self._observe(self._render()), float(time_step.reward or 0.0), {}
 
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
         state = np.asarray(state, dtype=np.float64)
@@ -113,7 +97,7 @@ class ReacherEnv(TaskEnv):
             self.physics.named.data.qpos[["shoulder", "wrist"]] = state[0:2]
             self.physics.named.data.qvel[["shoulder", "wrist"]] = state[2:4]
             self.physics.named.model.geom_pos["target", ["x", "y"]] = state[4:6]
-        return self._observe()
+        return self._observe(self._render())
 
     def get_state(self) -> np.ndarray:
         named = self.physics.named
@@ -125,19 +109,13 @@ class ReacherEnv(TaskEnv):
             ]
         ).astype(np.float32)
 
-    def render(self) -> np.ndarray:
-        return self.render_pixels()
-
-    def render_pixels(self) -> np.ndarray:
-        return self.physics.render(self.image_size, self.image_size, camera_id=CAMERA)
-
     def close(self) -> None:
         """Free the EGL context now (left to the garbage collector, EGL errors at exit)."""
         self.env.close()
         self.physics.free()
 
-    def _observe(self) -> dict[str, np.ndarray]:
-        return {"pixels": self.render_pixels(), "state": self.get_state()}
+    def _render(self) -> np.ndarray:
+        return self.physics.render(self.image_size, self.image_size, camera_id=CAMERA)
 
 
 class ReacherExpert:
@@ -182,6 +160,7 @@ class Reacher(Task):
     version = "1"
     action_dim = 2
     state_dim = 6
+    requires = ("dm-control", "mujoco")
     default_history = 3  # LeWM uses history 3 outside Two-Room
     default_frameskip = 5  # LeWM
     episode_steps = 200  # LeWM's Reacher data: 10,000 episodes × 200 steps
@@ -189,11 +168,8 @@ class Reacher(Task):
     def __init__(self, image_size: int = 64) -> None:
         super().__init__(image_size=image_size)
 
-    def make_env(self, seed: int | None = None) -> ReacherEnv:
-        env = ReacherEnv(self.image_size)
-        if seed is not None:
-            env.reset(seed=seed)
-        return env
+    def _new_env(self) -> ReacherEnv:
+        return ReacherEnv(self.image_size)
 
     def expert(self, rng: np.random.Generator, noise: float = 0.0) -> ReacherExpert:
         return ReacherExpert(rng, noise)
@@ -205,16 +181,3 @@ class Reacher(Task):
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
         """Distance (m) between the fingertips."""
         return float(np.linalg.norm(fingertip(state) - fingertip(goal)))
-
-    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """The suite's task: its random start, and the goal of the fingertip resting on the target."""
-        env = suite.load("reacher", "easy", task_kwargs={"random": int(rng.integers(2**31))})
-        env.reset()
-        named = env.physics.named
-        start = np.concatenate(
-            [named.data.qpos[["shoulder", "wrist"]], named.data.qvel[["shoulder", "wrist"]]]
-            + [named.model.geom_pos["target", ["x", "y"]]]
-        )
-        env.close()
-        goal = np.array([*reach(start[4:6], start[:2]), 0.0, 0.0, *start[4:6]])
-        return start.astype(np.float32), goal.astype(np.float32)

@@ -10,19 +10,21 @@ LeWM's 16 units at 224 px, scaled to this world (16 / 224 of its width).
 
 One batched NumPy implementation of the dynamics (:meth:`TwoRoomGeometry.step`) serves
 the env, :meth:`TwoRoom.simulate` (the oracle planner) and data collection, and one
-batched renderer draws every frame, so frames come at thousands per second.
+batched renderer draws every frame, so frames come at thousands per second. Beside
+the generic teleport, Two-Room has its own impossible events (:class:`TwoRoomEvents`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from tasks.base import Task, TaskEnv
+from tasks.events import EVENTS, ImpossibleEvents
 
 FLOOR_RGB = np.array([236, 236, 228], dtype=np.float32)
 WALL_RGB = np.array([70, 70, 80], dtype=np.float32)
@@ -193,42 +195,21 @@ class TwoRoomRenderer:
 
 
 class TwoRoomEnv(TaskEnv):
-    """The Two-Room world as a Gymnasium env; reset draws a uniform start in either room.
-
-    Episodes never end by themselves (no goal lives in the env); the caller sets the length.
-    """
-
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"]}
+    """The Two-Room world as a Gymnasium env; reset draws a uniform start in either room."""
 
     def __init__(self, geometry: TwoRoomGeometry, image_size: int) -> None:
+        super().__init__(image_size, 2, gym.spaces.Box(0.0, geometry.world_size, shape=(2,), dtype=np.float32))
         self.geometry = geometry
         self.renderer = TwoRoomRenderer(geometry, image_size)
-        self.render_mode = "rgb_array"
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self.observation_space = gym.spaces.Dict(
-            {
-                "pixels": gym.spaces.Box(0, 255, shape=(image_size, image_size, 3), dtype=np.uint8),
-                "state": gym.spaces.Box(0.0, geometry.world_size, shape=(2,), dtype=np.float32),
-            }
-        )
         self._state = np.full(2, geometry.world_size / 4, dtype=np.float32)
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """Start at ``options["state"]`` when given, else at a uniform free position."""
-        super().reset(seed=seed)
-        if options and options.get("state") is not None:
-            return self.set_state(options["state"]), {}
+    def _start(self, seed: int | None) -> dict[str, np.ndarray]:
         self._state = self.geometry.sample_free(self.np_random)
-        return self._get_obs(), {}
+        return self._get_obs()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (2,):
-            raise ValueError(f"action must have shape (2,) with values in [-1, 1], got shape {action.shape}")
+    def _step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, dict[str, Any]]:
         self._state = self.geometry.step(self._state[None], action[None])[0]
-        return self._get_obs(), 0.0, False, False, {}
+        return self._get_obs(), 0.0, {}
 
     def set_state(self, state: np.ndarray) -> dict[str, np.ndarray]:
         state = np.asarray(state, dtype=np.float32)
@@ -247,11 +228,8 @@ class TwoRoomEnv(TaskEnv):
     def get_state(self) -> np.ndarray:
         return self._state.copy()
 
-    def render(self) -> np.ndarray:
-        return self.render_pixels()
-
     def _get_obs(self) -> dict[str, np.ndarray]:
-        return {"pixels": self.renderer(self._state)[0], "state": self._state.copy()}
+        return self._observe(self.renderer(self._state)[0])
 
 
 class TwoRoomExpert:
@@ -305,6 +283,64 @@ class TwoRoomExpert:
         return entry.astype(np.float32)
 
 
+class TwoRoomEvents(ImpossibleEvents):
+    """Two-Room's impossible events: the agent teleports within its room, vanishes, turns blue,
+    or appears mirrored on the other side of the wall, away from the door."""
+
+    events = EVENTS
+    swapped_rgb = np.array([40, 90, 220], dtype=np.float32)  # the agent turns from red to blue
+    teleport_min_distance = 0.25  # of the world's width: "far" compared with 5 units per frame
+    wall_reach = 0.2  # of the world's width: how close to the wall a pass-through may start
+
+    def __init__(self, task: TwoRoom, pool: np.ndarray) -> None:
+        super().__init__(task, pool)
+        self.geometry = task.geometry
+        self.renderer = task.renderer
+
+    def choose_step(self, event: str, states: np.ndarray, low: int, high: int, rng: np.random.Generator) -> int | None:
+        if event != "pass_through_wall":
+            return super().choose_step(event, states, low, high, rng)
+        # Pass through where the agent comes nearest the wall while not level with the door.
+        g = self.geometry
+        steps = np.arange(low, high + 1)
+        x, y = states[steps, 0], states[steps, 1]
+        beside_door = (y >= g.door_low) & (y <= g.door_high)
+        gap = np.where(beside_door, np.inf, np.abs(x - g.world_size / 2))
+        if not len(steps) or gap.min() > self.wall_reach * g.world_size:
+            return None
+        return int(steps[np.argmin(gap)])
+
+    def jump(self, event: str, states: np.ndarray, step: int, rng: np.random.Generator) -> np.ndarray:
+        g, here = self.geometry, states[step]
+        if event == "pass_through_wall":
+            return np.array([g.world_size - here[0], here[1]], dtype=np.float32)  # mirrored across the wall
+        # Teleport: the farthest of a few free positions in the same room.
+        candidates = g.sample_free(rng, 4 * self.teleport_candidates)
+        same_room = (candidates[:, 0] < g.world_size / 2) == (here[0] < g.world_size / 2)
+        candidates = candidates[same_room]
+        distances = np.linalg.norm(candidates - here, axis=-1)
+        if distances.max() < self.teleport_min_distance * g.world_size:
+            raise RuntimeError("no far position found in the agent's room; the room is too small for a teleport")
+        return candidates[int(np.argmax(distances))]
+
+    def edit_pixels(
+        self, event: str, frames: np.ndarray, states: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray | None:
+        background = self.renderer.background  # (H, W, 3) float32: the frame without the agent
+        if event == "vanish":
+            return np.repeat(self.renderer.background_uint8[None], len(frames), axis=0)
+        if event == "colour_swap":
+            # Each pixel is background·(1 − α) + agent·α; recover α and blend the new colour instead.
+            difference = AGENT_RGB - background  # (H, W, 3)
+            alpha = ((frames - background) * difference).sum(-1) / (difference * difference).sum(-1)  # (T, H, W)
+            alpha = np.clip(alpha, 0.0, 1.0)[..., None]
+            return (background * (1 - alpha) + self.swapped_rgb * alpha + 0.5).astype(np.uint8)
+        return None
+
+    def render(self, states: np.ndarray) -> np.ndarray:
+        return self.task.render(states)
+
+
 class TwoRoom(Task):
     """Two-Room navigation: reach a goal position, often through the door to the other room."""
 
@@ -312,6 +348,8 @@ class TwoRoom(Task):
     version = "2"  # 2: agent radius 2 -> 4
     action_dim = 2
     state_dim = 2
+    requires = ()  # NumPy only
+    events_class = TwoRoomEvents
     default_history = 1  # LeWM: history 1 on Two-Room
     default_frameskip = 5  # LeWM
     episode_steps = 100  # LeWM's Two-Room episodes run ~92 steps
@@ -354,11 +392,8 @@ class TwoRoom(Task):
             agent_radius=options["agent_radius"],
         )
 
-    def make_env(self, seed: int | None = None) -> TwoRoomEnv:
-        env = TwoRoomEnv(self.geometry, self.image_size)
-        if seed is not None:
-            env.reset(seed=seed)
-        return env
+    def _new_env(self) -> TwoRoomEnv:
+        return TwoRoomEnv(self.geometry, self.image_size)
 
     def expert(self, rng: np.random.Generator, noise: float = 0.0) -> TwoRoomExpert:
         return TwoRoomExpert(self.geometry, rng, noise, self.expert_cross_probability)
@@ -376,11 +411,6 @@ class TwoRoom(Task):
 
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
         return float(np.linalg.norm(np.asarray(state, dtype=np.float64) - np.asarray(goal, dtype=np.float64)))
-
-    def sample_eval_case(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Start and goal drawn uniformly in the rooms; a start already at the goal is left to the harness."""
-        start, goal = self.geometry.sample_free(rng, 2)
-        return start, goal
 
     def simulate(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         return self.geometry.step(states, actions)

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.eval.planners import CEM, LatentCost
+from harness.eval.planners import CEM, LatentCost, PlannerConfig
 from harness.trial.training import TrainConfig, train
-from models.dino_wm.model import DinoV2Architecture, to_hub_layout
-from models.lewm.model import IMAGENET_MEAN, IMAGENET_STD
+from models.blocks.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from models.dino_wm.dinov2 import DinoV2Architecture, to_hub_layout
 from models.pldm.model import covariance_penalty, variance_hinge
 from models.registry import build_model
 from models.world_model import WorldModel
@@ -21,6 +21,7 @@ from tasks.data import WindowDataset, collect
 IMAGE_SIZE = 64
 FRAMESKIP = 5
 ACTION_DIM = FRAMESKIP * 2  # Two-Room: 2-D actions, blocks of 5
+HISTORY = 1  # Two-Room
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -140,8 +141,8 @@ def dinov2_checkpoint(tmp_path_factory):
 # --- every baseline -------------------------------------------------------------------------------------
 
 
-def tiny(name: str, **overrides) -> WorldModel:
-    return build_model(name, "tiny", IMAGE_SIZE, ACTION_DIM, **overrides)
+def tiny(name: str, image_size: int = IMAGE_SIZE, **overrides) -> WorldModel:
+    return build_model(name, "tiny", image_size, ACTION_DIM, history=HISTORY, **overrides)
 
 
 @pytest.mark.parametrize("name", ["dreamer", "pldm", "dino_wm"])
@@ -150,7 +151,7 @@ def test_baseline_loss_falls_on_two_room(name, windows, dinov2_checkpoint):
     model = tiny(name, **overrides)
     # PLDM's batch covariance has rank < batch size, so its VICReg terms need a wider batch to move.
     batch_size = {"dreamer": 4, "pldm": 16, "dino_wm": 8}[name]
-    stats = train(model, windows, short_training(steps=24, batch_size=batch_size), "cpu")
+    stats = train(model, windows, short_training(steps=24, batch_size=batch_size), "cpu", seed=0)
     first, last = stats.first_loss, stats.final_loss  # step 1; mean of the last 2 steps
     assert math.isfinite(last)
     assert last < 0.9 * first, f"{name}: loss {first:.4g} -> {last:.4g}"
@@ -177,7 +178,7 @@ def test_planning_rollout_of_16_candidates_has_the_planners_shapes(name, windows
         sampled = torch.rand(2, candidates, horizon, ACTION_DIM) * 2 - 1
         costs = cost(sampled)
         assert costs.shape == (2, candidates) and torch.isfinite(costs).all()
-        best = CEM(samples=candidates, iterations=2, elites=4).optimize(
+        best = CEM(PlannerConfig(samples=candidates, iterations=2, elites=4, horizon=horizon)).optimize(
             cost, torch.zeros(2, horizon, ACTION_DIM), torch.Generator().manual_seed(0)
         )
     assert best.shape == (2, horizon, ACTION_DIM) and best.abs().max() <= 1.0
@@ -193,14 +194,14 @@ def test_presets_report_tokens_and_parameters(name, dinov2_checkpoint):
     with pytest.raises(ValueError, match="not a config field"):
         tiny(name, no_such_field=1)
     with pytest.raises(ValueError, match="known sizes"):
-        build_model(name, "huge", IMAGE_SIZE, ACTION_DIM)
+        build_model(name, "huge", IMAGE_SIZE, ACTION_DIM, history=HISTORY)
 
 
 def test_paper_presets_follow_the_published_sizes():
-    dino = build_model("dino_wm", "paper", 224, ACTION_DIM)
+    dino = build_model("dino_wm", "paper", 224, ACTION_DIM, history=HISTORY)
     assert dino.tokens_per_frame == 256 and dino.latent_dim == 384  # ViT-S/14 at 224×224
     assert tiny("dino_wm").tokens_per_frame == 64  # the tiny self-supervised encoder: patch 8 at 64×64
-    dreamer = build_model("dreamer", "paper", IMAGE_SIZE, ACTION_DIM).config
+    dreamer = build_model("dreamer", "paper", IMAGE_SIZE, ACTION_DIM, history=HISTORY).config
     assert (dreamer.stoch, dreamer.classes, dreamer.free_nats, dreamer.unimix) == (32, 32, 1.0, 0.01)
 
 
@@ -301,7 +302,7 @@ def test_dinov2_checkpoint_loads_into_the_encoder_exactly(layout, tmp_path):
         write_safetensors(path, saved)
     else:
         torch.save(saved, path)
-    model = build_model("dino_wm", "tiny", 56, ACTION_DIM, encoder_path=str(path))  # 56 = 4 patches of 14
+    model = tiny("dino_wm", encoder_path=str(path), image_size=56)  # 56 = 4 patches of 14
     pixels = torch.rand(2, 3, 3, 56, 56)
     z = model.encode(pixels)
     assert z.shape == (2, 3, 16, DINO["dim"]) and model.tokens_per_frame == 16
@@ -322,7 +323,7 @@ def test_dino_wm_encoder_stays_frozen_while_the_predictor_trains(windows, dinov2
     model = tiny("dino_wm", encoder_path=str(dinov2_checkpoint))
     before = {name: p.clone() for name, p in model.encoder.named_parameters()}
     predictor_before = [p.clone() for p in model.predictor.parameters()]
-    train(model, windows, short_training(steps=6), "cpu")
+    train(model, windows, short_training(steps=6), "cpu", seed=0)
     for name, p in model.encoder.named_parameters():
         assert p.grad is None and not p.requires_grad, name
         assert torch.equal(p, before[name]), name
@@ -335,7 +336,7 @@ def test_dino_wm_without_weights_pretrains_a_masked_autoencoder_never_called_din
     with pytest.raises(RuntimeError, match="prepare"):
         model.encode(windows[0]["pixels"][None])
     initial = {name: p.clone() for name, p in model.encoder.named_parameters()}
-    train(model, windows, short_training(steps=3), "cpu")  # prepare() pretrains, then the encoder is frozen
+    train(model, windows, short_training(steps=3), "cpu", seed=0)  # prepare() pretrains, then the encoder is frozen
     facts = model.describe()
     assert facts["encoder"] == "selfsup-mae-12" and "dinov2" not in facts["encoder"]
     start, end = (float(x) for x in facts["selfsup_loss"].split("->"))

@@ -79,7 +79,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
 
 
 def sweep_command(address: str, results_uri: str, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "harness.sweep.cli", str(TINY), f"results_dir={results_uri}", *overrides,
+    return [sys.executable, "-m", "harness.run", str(TINY), f"results_dir={results_uri}", *overrides,
             "--address", address, "--no-leaderboard"]  # fmt: skip
 
 

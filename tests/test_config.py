@@ -1,5 +1,6 @@
 """Sweep files: bad keys and values are named before anything heavy starts."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from harness.eval.protocol import PRESETS, resolve_protocol
 from harness.sweep.config import ConfigError, expand_trials, load_sweep
-from harness.trial.trial import trial_id
+from harness.trial.spec import TrialSpec
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
@@ -50,7 +51,7 @@ def test_missing_sweep_file_is_named(tmp_path):
 
 def test_cli_exits_2_with_the_key_and_starts_no_ray(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "harness.sweep.cli", str(QUICKSTART), "train.stepz=3", f"results_dir={tmp_path}"],
+        [sys.executable, "-m", "harness.run", str(QUICKSTART), "train.stepz=3", f"results_dir={tmp_path}"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
@@ -64,22 +65,22 @@ def test_grid_expands_and_trial_ids_are_stable():
     sweep = load_sweep(QUICKSTART, ["seeds=[0,1,2]", "+search.grid={model.sigreg_weight: [0.01, 0.1]}"])
     trials = expand_trials(sweep)
     assert len(trials) == 3 * 3 * 2  # models × seeds × grid
-    lewm = [t for t in trials if t["model"]["name"] == "lewm"]
-    assert {t["model"]["overrides"]["sigreg_weight"] for t in lewm} == {0.01, 0.1}
-    ids = [trial_id(t) for t in trials]
+    lewm = [t for t in trials if t.model.name == "lewm"]
+    assert {t.model.overrides["sigreg_weight"] for t in lewm} == {0.01, 0.1}
+    ids = [t.trial_id for t in trials]
     assert len(set(ids)) == len(ids)
-    assert ids == [trial_id(t) for t in expand_trials(sweep)]
+    assert ids == [t.trial_id for t in expand_trials(sweep)]
 
 
 def test_variants_name_what_sets_trials_of_one_model_apart():
     sweep = load_sweep(REPO / "sweeps" / "planners.yaml", ["seeds=[0,1]"])
-    variants = {(t["model"]["name"], t["seed"], t["variant"]) for t in expand_trials(sweep)}
+    variants = {(t.model.name, t.seed, t.variant) for t in expand_trials(sweep)}
     assert ("lewm", 1, "planner.name=mppi") in variants and ("random", 0, "planner.name=cem") in variants
-    assert all(t["variant"] == "" for t in expand_trials(load_sweep(QUICKSTART, [])))
+    assert all(t.variant == "" for t in expand_trials(load_sweep(QUICKSTART, [])))
     many_tasks = load_sweep(REPO / "sweeps" / "robustness.yaml", [])  # tasks differ, but each has its own table
-    assert all(t["variant"] == "" for t in expand_trials(many_tasks))
+    assert all(t.variant == "" for t in expand_trials(many_tasks))
     lambdas = load_sweep(QUICKSTART, ["+search.grid={model.sigreg_weight: [0.0, 0.1]}"])
-    assert {t["variant"] for t in expand_trials(lambdas) if t["model"]["name"] == "lewm"} == {
+    assert {t.variant for t in expand_trials(lambdas) if t.model.name == "lewm"} == {
         "sigreg_weight=0.0",
         "sigreg_weight=0.1",
     }
@@ -87,7 +88,7 @@ def test_variants_name_what_sets_trials_of_one_model_apart():
 
 def test_a_protocol_grid_names_each_protocol_apart(tmp_path):
     sweep = load_sweep(QUICKSTART, ["+search.grid={protocol.split: [heldout, train]}"])
-    protocols = {(t["protocol"]["name"], t["protocol"]["split"]) for t in expand_trials(sweep)}
+    protocols = {(t.protocol.name, t.protocol.split) for t in expand_trials(sweep)}
     assert protocols == {("wmbench+custom+split=heldout", "heldout"), ("wmbench+custom+split=train", "train")}
     bad = tmp_path / "bad.yaml"
     bad.write_text(QUICKSTART.read_text() + "search:\n  grid:\n    protocol.splitt: [train]\n")
@@ -104,3 +105,36 @@ def test_protocol_presets_and_overrides():
     assert PRESETS["lewm_v1"].hash() != PRESETS["lewm_v3"].hash()
     with pytest.raises(ValueError, match="goal_ofset"):
         resolve_protocol({"preset": "wmbench", "goal_ofset": 3})
+
+
+def test_a_trial_spec_round_trips_through_json_and_keeps_its_id():
+    for spec in expand_trials(load_sweep(REPO / "sweeps" / "planners.yaml", ["seeds=[0,1]"])):
+        again = TrialSpec.from_dict(json.loads(spec.to_json()))
+        assert again == spec and again.trial_id == spec.trial_id
+
+
+def test_a_spec_names_its_role_and_every_condition_its_axis():
+    trials = expand_trials(load_sweep(QUICKSTART, []))
+    assert {t.model.name: t.role for t in trials} == {"lewm": "model", "random": "floor", "oracle": "ceiling"}
+    axes = [(c.axis, c.magnitude) for c in trials[0].conditions]
+    assert axes == [("clean", None), ("action_noise", 0.3), ("camera_shift", 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.steps=0", "steps"),
+        ("train.lr=-1", "lr"),
+        ("planner.samples=0", "planner.samples"),
+        ("planner.elites=500", "planner.elites"),
+        ("planner.horizon=0", "planner.horizon"),
+        ("protocol.episodes=-1", "protocol.episodes"),
+        ("data.episodes=0", "data.episodes"),
+        ("data.policy=greedy", "data.policy"),
+        ("conditions=[{sticky_prob: 2}]", "sticky_prob"),
+        ("models.0.size=huge", "models[0].size"),
+    ],
+)
+def test_impossible_values_are_named_before_anything_runs(override, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        expand_trials(load_sweep(QUICKSTART, [override]))

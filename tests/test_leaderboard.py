@@ -1,26 +1,38 @@
-"""The leaderboard reads real Parquet rows (written by harness.report.results) and never ranks across protocols."""
+"""The leaderboard reads real typed Parquet rows (harness.report.results) and never ranks across protocols."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
 import shutil
 import tempfile
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from harness.eval.protocol import PRESETS, Protocol
+from harness.eval.protocol import PRESETS, EvalProtocol
 from harness.report import leaderboard, stats
-from harness.report.results import write_trial
+from harness.report.results import ConditionRow, EpisodeRow, load, write_trial
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TASKS = ("two_room", "pusht")
 SKILL = {"oracle": 1.0, "lewm": 0.8, "dino_wm": 0.65, "random": 0.25}  # clean success each controller aims at
+ROLE = {"oracle": "ceiling", "random": "floor"}  # the roles the sweep gives its reference controllers
 PLAN_MS = {"oracle": 0.0, "lewm": 90.0, "dino_wm": 2400.0, "random": 0.0}
 TOKENS = {"lewm": 1, "dino_wm": 256}
+# Each tasks.conditions.Condition field's unperturbed value, and how fast synthetic success falls along it.
+UNPERTURBED = dict(
+    action_noise=0.0, camera_shift=0.0, camera_rotate=0.0, camera_zoom=1.0, sticky_prob=0.0, brightness=0.0, hue=0.0
+)
+SLOPE = dict(
+    action_noise=1.5, camera_shift=0.05, camera_rotate=0.01, camera_zoom=0.8, sticky_prob=1.2, brightness=0.5, hue=1.0
+)
+NOISE_AND_SHIFT = {"action_noise": (0.1, 0.2), "camera_shift": (2.0, 4.0)}
 
 
 def case_difficulty(case_seeds: np.ndarray) -> np.ndarray:
@@ -35,97 +47,97 @@ def write_synthetic_trial(
     model: str,
     seed: int,
     skill: float,
-    protocol: Protocol = PRESETS["wmbench"],
+    protocol: EvalProtocol = PRESETS["wmbench"],
     episodes: int = 30,
-    noise_levels: tuple[float, ...] = (0.1, 0.2),
-    shifts: tuple[float, ...] = (2.0, 4.0),
-    degradation: float = 1.5,
+    perturbations: dict[str, tuple[float, ...]] = NOISE_AND_SHIFT,
     surprise_auroc: float | None = None,
     variant: str = "",
+    role: str | None = None,
 ) -> str:
-    """One trial's condition and episode rows, as harness.sweep.cli writes them: every condition on the same cases.
+    """One trial's condition and episode rows, as the trial writes them: every condition on the same cases.
 
     A case succeeds when its difficulty is below the condition's success level (skill shrunk by the
     perturbation magnitude), so the conditions of a trial are paired case for case.
     """
+    role = role if role is not None else ROLE.get(model, "model")
     rng = np.random.default_rng(1000 * seed + len(model) + 7 * len(task))
     trial_id = f"{task}-{model}-{protocol.hash()}-s{seed}{variant}"
     case_seeds = np.arange(episodes) + 10_000 * seed  # (episodes,) shared by all conditions of the trial
     difficulty = case_difficulty(case_seeds)
-    conditions = [("clean", 0.0, 0.0)]
-    conditions += [(f"action_noise={s}", s, 0.0) for s in noise_levels]
-    conditions += [(f"camera_shift={s:g}", 0.0, s) for s in shifts]
+    conditions = [("clean", "clean", None)]
+    conditions += [(f"{axis}={value:g}", axis, value) for axis, values in perturbations.items() for value in values]
     condition_rows, episode_rows = [], []
-    for name, noise, shift in conditions:
-        level = skill * (1 - degradation * noise) * (1 - 0.05 * shift) + rng.normal(0, 0.03)
-        success = difficulty < level
-        plan_ms = np.full(episodes, PLAN_MS[model]) * rng.uniform(0.9, 1.1, episodes)
+    for name, axis, magnitude in conditions:
+        fields = dict(UNPERTURBED) | ({axis: magnitude} if magnitude is not None else {})
+        level = skill * np.prod([1 - SLOPE[k] * abs(v - UNPERTURBED[k]) for k, v in fields.items()])
+        success = difficulty < level + rng.normal(0, 0.03)
+        plan_ms = np.full(episodes, PLAN_MS.get(model, 50.0)) * rng.uniform(0.9, 1.1, episodes)
         distance = np.where(success, 2.0, 20.0) + rng.uniform(0, 1, episodes)
-        for i, case_seed in enumerate(case_seeds):
-            episode_rows.append(
-                {
-                    "trial_id": trial_id,
-                    "task": task,
-                    "model": model,
-                    "seed": seed,
-                    "condition": name,
-                    "episode": i,
-                    "case_seed": int(case_seed),
-                    "start": [0.0, 0.0],
-                    "goal": [1.0, 1.0],
-                    "success": bool(success[i]),
-                    "final_distance": float(distance[i]),
-                    "steps": 50,
-                    "plan_ms": float(plan_ms[i]),
-                    "start_solved": False,
-                    "protocol_hash": protocol.hash(),
-                }
+        common = dict(trial_id=trial_id, task=task, model=model, role=role, variant=variant, seed=seed)
+        episode_rows += [
+            EpisodeRow(
+                **common,
+                condition=name,
+                axis=axis,
+                magnitude=magnitude,
+                episode=i,
+                case_seed=int(case_seed),
+                start=[0.0, 0.0],
+                goal=[1.0, 1.0],
+                success=bool(success[i]),
+                final_distance=float(distance[i]),
+                steps=50,
+                plan_ms=float(plan_ms[i]),
+                start_solved=False,
+                protocol_hash=protocol.hash(),
             )
+            for i, case_seed in enumerate(case_seeds)
+        ]
         wilson = stats.wilson_interval(int(success.sum()), episodes)
         condition_rows.append(
-            {
-                "sweep": "synthetic",
-                "trial_id": trial_id,
-                "status": "ok",
-                "task": task,
-                "model": model,
-                "variant": variant,
-                "seed": seed,
-                "config": "{}",
-                "condition": name,
-                "action_noise": noise,
-                "camera_shift": shift,
-                "episodes": episodes,
-                "success_rate": float(success.mean()),
-                "success_ci_low": wilson.low,
-                "success_ci_high": wilson.high,
-                "final_distance": float(distance.mean()),
-                "plan_ms_median": float(np.median(plan_ms)),
-                "plan_ms_p95": float(np.percentile(plan_ms, 95)),
-                "tokens_per_frame": TOKENS.get(model),
-                "surprise_auroc": surprise_auroc if name == "clean" else None,
-                "protocol": protocol.to_json(),
-                "protocol_hash": protocol.hash(),
-            }
+            ConditionRow(
+                sweep="synthetic",
+                status="ok",
+                config="{}",
+                protocol=protocol.to_json(),
+                protocol_hash=protocol.hash(),
+                **common,
+                condition=name,
+                axis=axis,
+                magnitude=magnitude,
+                **fields,
+                episodes=episodes,
+                success_rate=float(success.mean()),
+                success_ci_low=wilson.low,
+                success_ci_high=wilson.high,
+                final_distance=float(distance.mean()),
+                plan_ms_median=float(np.median(plan_ms)),
+                plan_ms_p95=float(np.percentile(plan_ms, 95)),
+                tokens_per_frame=TOKENS.get(model),
+                surprise_auroc=surprise_auroc if name == "clean" else None,
+            )
         )
     write_trial(str(root), trial_id, condition_rows, episode_rows)
     return trial_id
 
 
-def write_failed_trial(root: Path, *, task: str, model: str, seed: int, error: str, protocol: Protocol) -> str:
+def write_failed_trial(root: Path, *, task: str, model: str, seed: int, error: str, protocol: EvalProtocol) -> str:
     """A trial that raised: one row with status "failed" and its error, as the sweep records it."""
     trial_id = f"{task}-{model}-{protocol.hash()}-s{seed}-failed"
-    row = {
-        "sweep": "synthetic",
-        "trial_id": trial_id,
-        "status": "failed",
-        "error": error,
-        "task": task,
-        "model": model,
-        "seed": seed,
-        "protocol": protocol.to_json(),
-        "protocol_hash": protocol.hash(),
-    }
+    row = ConditionRow(
+        sweep="synthetic",
+        trial_id=trial_id,
+        status="failed",
+        error=error,
+        task=task,
+        model=model,
+        role="model",
+        variant="",
+        seed=seed,
+        config="{}",
+        protocol=protocol.to_json(),
+        protocol_hash=protocol.hash(),
+    )
     write_trial(str(root), trial_id, [row], [])
     return trial_id
 
@@ -164,6 +176,11 @@ def _protocol_sections(markdown: str) -> dict[str, str]:
     """Protocol hash -> the Markdown between its heading and the next protocol heading."""
     parts = re.split(r"^### Protocol `([0-9a-z]+)`.*$", markdown, flags=re.MULTILINE)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def _curve(board: leaderboard.Leaderboard, task: str, model: str, axis: str) -> leaderboard.Curve:
+    (curve,) = [c for c in board.curves if (c.task, c.model, c.axis) == (task, model, axis)]
+    return curve
 
 
 def test_rows_group_by_protocol_task_model_condition(board: leaderboard.Leaderboard) -> None:
@@ -208,10 +225,11 @@ def test_variants_of_one_model_are_entries_apart_never_pooled_as_seeds(tmp_path:
             write_synthetic_trial(root, task="two_room", model="lewm", seed=seed, skill=skill, variant=variant)
         write_synthetic_trial(root, task="two_room", model="random", seed=0, skill=0.05, variant=variant)
     table = leaderboard.build(root).conditions
-    clean = table[table["condition"] == "clean"].set_index("model")
-    assert set(clean.index) == {f"{m} · planner.name={p}" for m in ("lewm", "random") for p in ("cem", "mppi")}
-    assert (clean.loc[["lewm · planner.name=cem", "lewm · planner.name=mppi"], "seeds"] == 2).all()
-    assert clean.loc["lewm · planner.name=cem", "success"] > clean.loc["lewm · planner.name=mppi", "success"]
+    clean = table[table["condition"] == "clean"].set_index(["model", "variant"])
+    assert set(clean.index) == {(m, f"planner.name={p}") for m in ("lewm", "random") for p in ("cem", "mppi")}
+    assert (clean.loc["lewm", "seeds"] == 2).all()
+    assert clean.loc[("lewm", "planner.name=cem"), "success"] > clean.loc[("lewm", "planner.name=mppi"), "success"]
+    assert (clean.loc["random", "role"] == "floor").all()
     markdown = leaderboard.render(root)["markdown"].read_text()
     assert "| random (floor) · planner.name=mppi |" in markdown
 
@@ -219,8 +237,9 @@ def test_variants_of_one_model_are_entries_apart_never_pooled_as_seeds(tmp_path:
 def test_paired_difference_and_mcnemar_use_matched_cases(tmp_path: Path) -> None:
     """Perturbed successes are a subset of clean ones here, so every discordant pair favours clean."""
     root = tmp_path / "paired"
-    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8, episodes=40, shifts=())
-    table = leaderboard.summarize(root)
+    noise_only = {"action_noise": (0.1, 0.2)}
+    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8, episodes=40, perturbations=noise_only)
+    table = leaderboard.build(root).conditions
     episodes = pd.read_parquet(next((root / "episodes").glob("*.parquet")))
     clean = episodes[episodes["condition"] == "clean"].set_index("case_seed")["success"]
     noisy = episodes[episodes["condition"] == "action_noise=0.2"].set_index("case_seed")["success"]
@@ -236,12 +255,65 @@ def test_paired_difference_and_mcnemar_use_matched_cases(tmp_path: Path) -> None
 
 def test_robustness_is_the_normalised_area_under_success_vs_magnitude(board: leaderboard.Leaderboard) -> None:
     rows = board.conditions[(board.conditions["task"] == "pusht") & (board.conditions["model"] == "lewm")]
-    noise = rows[rows["camera_shift"] == 0].sort_values("action_noise")
-    expected = np.trapezoid(noise["success"], noise["action_noise"]) / 0.2
-    assert rows["robustness_action_noise"].iloc[0] == pytest.approx(expected)
-    oracle = board.conditions[board.conditions["model"] == "oracle"]
-    random = board.conditions[board.conditions["model"] == "random"]
-    assert (oracle["robustness_camera_shift"].to_numpy() > random["robustness_camera_shift"].to_numpy()).all()
+    noise = rows[rows["axis"].isin(["clean", "action_noise"])].sort_values("action_noise")
+    curve = _curve(board, "pusht", "lewm", "action_noise")
+    assert curve.magnitudes == (0.0, 0.1, 0.2) and curve.success == tuple(noise["success"])
+    assert curve.auc == pytest.approx(np.trapezoid(noise["success"], noise["action_noise"]) / 0.2)
+    for task in TASKS:
+        oracle, random = _curve(board, task, "oracle", "camera_shift"), _curve(board, task, "random", "camera_shift")
+        assert oracle.auc > random.auc
+
+
+def test_every_axis_gets_a_curve_and_an_auc_from_its_unperturbed_value(tmp_path: Path) -> None:
+    """Sticky actions, rotation and zoom each get a curve; zoom's starts at the clean row's camera_zoom of 1."""
+    root = tmp_path / "axes"
+    perturbations = {"sticky_prob": (0.1, 0.25), "camera_rotate": (10.0, 20.0), "camera_zoom": (1.25, 1.5)}
+    for model, skill in (("lewm", 0.8), ("random", 0.25)):
+        write_synthetic_trial(root, task="pusht", model=model, seed=0, skill=skill, perturbations=perturbations)
+    board = leaderboard.build(root)
+    assert board.axes == ["camera_rotate", "camera_zoom", "sticky_prob"]  # ConditionRow's column order
+    rows = board.conditions[board.conditions["model"] == "lewm"].set_index("condition")
+    for axis, values in perturbations.items():
+        curve = _curve(board, "pusht", "lewm", axis)
+        unperturbed = rows.loc["clean", axis]
+        assert curve.clean_magnitude == unperturbed == UNPERTURBED[axis]
+        assert curve.magnitudes == (unperturbed, *values)
+        success = [rows.loc["clean", "success"], *(rows.loc[f"{axis}={v:g}", "success"] for v in values)]
+        assert curve.success == pytest.approx(success)
+        assert curve.auc == pytest.approx(np.trapezoid(success, curve.magnitudes) / (values[-1] - unperturbed))
+
+    paths = leaderboard.render(root)
+    markdown, html = paths["markdown"].read_text(), paths["html"].read_text()
+    sticky = _curve(board, "pusht", "lewm", "sticky_prob")
+    for document in (markdown, html):
+        assert "Robustness to sticky prob" in document and "Robustness to camera zoom" in document
+        assert "1 (clean)" in document and "camera_zoom=1" in document  # zoom's curve starts at 1, not 0
+        assert f"{100 * sticky.auc:.1f}" in document
+    hash_ = PRESETS["wmbench"].hash()
+    for axis in perturbations:
+        png = paths[f"robustness-{hash_}-{axis}"]
+        assert png.read_bytes().startswith(b"\x89PNG") and f"]({png.name})" in markdown
+
+
+def test_role_decides_floor_and_ceiling_not_the_name(tmp_path: Path) -> None:
+    """A world model named "random" is a model; the controllers with roles floor and ceiling bound the table."""
+    root = tmp_path / "roles"
+    entries = {
+        "random": ("model", 0.6),
+        "uniform": ("floor", 0.9),
+        "scripted": ("ceiling", 0.3),
+        "lewm": ("model", 0.8),
+    }
+    for model, (role, skill) in entries.items():
+        write_synthetic_trial(root, task="two_room", model=model, seed=0, skill=skill, role=role)
+    board = leaderboard.build(root)
+    clean = board.conditions[board.conditions["condition"] == "clean"]
+    assert list(clean["model"]) == ["scripted", "lewm", "random", "uniform"]  # despite uniform's 90% success
+    markdown = leaderboard.to_markdown(board)
+    assert "| scripted (ceiling) |" in markdown and "| uniform (floor) |" in markdown and "| random |" in markdown
+    assert "random (floor)" not in markdown
+    floor_rows = re.findall(r'<tr class="floor">(.*?)</tr>', leaderboard.to_html(board))
+    assert floor_rows and all("uniform (floor)" in row and ">random<" not in row for row in floor_rows)
 
 
 def test_controllers_are_the_floor_and_ceiling_rows(board: leaderboard.Leaderboard) -> None:
@@ -258,9 +330,11 @@ def test_failed_trials_are_counted_and_listed_with_their_error(board: leaderboar
     row = board.conditions[board.conditions["model"] == "dreamer"].iloc[0]
     assert row["condition"] == "(all trials failed)" and row["failed_trials"] == 1
     markdown = leaderboard.to_markdown(board)
-    assert "**1 failed trial(s)**" in markdown
+    assert "### Failed trials (1)" in markdown
     assert "FloatingPointError: loss became NaN at step 120" in markdown
     assert "✗ 1 failed" in markdown
+    assert "Traceback (most recent call last)" in leaderboard.to_html(board)  # the whole error, folded in the page
+    assert any("1 failed trial(s)" in warning for warning in board.warnings)
 
 
 def test_iqm_and_probability_of_improvement_per_model(board: leaderboard.Leaderboard) -> None:
@@ -273,35 +347,40 @@ def test_iqm_and_probability_of_improvement_per_model(board: leaderboard.Leaderb
     assert len(lewm_vs_random) == len(TASKS) and (lewm_vs_random["p_x_better"] == 1.0).all()
 
 
-def test_wide_interval_is_warned_in_table_and_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_wide_interval_is_warned_in_table_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "small"
-    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.6, episodes=12, shifts=())
-    assert leaderboard.main([str(root)]) == 0
-    out, err = capsys.readouterr()
-    assert "⚠ CI ±" in out
-    assert "exceed ±10 pp" in err and "two_room/lewm/clean" in err
+    noise_only = {"action_noise": (0.1, 0.2)}
+    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.6, episodes=12, perturbations=noise_only)
+    with caplog.at_level(logging.WARNING, logger="harness.report.leaderboard"):
+        paths = leaderboard.render(root)
+    assert "⚠ CI ±" in paths["markdown"].read_text()
+    assert "exceed ±10 pp" in caplog.text and "two_room/lewm/clean" in caplog.text
 
 
-def test_cli_prints_markdown_and_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    root, out_dir = tmp_path / "quick", tmp_path / "board"
-    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8, episodes=20)
-    assert leaderboard.main([str(root), "--out", str(out_dir)]) == 0
-    printed = capsys.readouterr().out
-    assert printed.strip() == (out_dir / "leaderboard.md").read_text().strip()
-    assert "| task | model | condition | success % [95% CI] |" in printed
-    assert {p.name for p in out_dir.glob("*.png")} >= {f"robustness-{PRESETS['wmbench'].hash()}.png"}
+def test_write_puts_markdown_html_and_every_figure_it_links_in_one_folder(sweep: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "board"
+    written = leaderboard.write(leaderboard.build(sweep), out_dir)
+    markdown = written["markdown"].read_text()
+    assert "| task | model | condition | success % [95% CI] |" in markdown
+    hash_ = PRESETS["wmbench"].hash()
+    stems = {
+        f"robustness-{hash_}-action_noise",
+        f"robustness-{hash_}-camera_shift",
+        f"pareto-{hash_}",
+        f"surprise-{hash_}",
+    }
+    assert {p.stem for p in out_dir.glob("*.png")} == stems
+    assert sorted(re.findall(r"!\[[^]]*\]\(([^)]+)\)", markdown)) == sorted(f"{stem}.png" for stem in stems)
 
 
 @pytest.mark.parametrize("layout", ["missing", "empty"])
-def test_missing_or_empty_results_exit_nonzero_naming_the_path(
-    tmp_path: Path, capsys: pytest.CaptureFixture, layout: str
-) -> None:
+def test_missing_or_empty_results_raise_naming_the_path(tmp_path: Path, layout: str) -> None:
     root = tmp_path / "nothing-here"
     if layout == "empty":
         (root / "trials").mkdir(parents=True)
-    assert leaderboard.main([str(root)]) != 0
-    err = capsys.readouterr().err
-    assert str(root) in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(leaderboard.NoResultsError, match=re.escape(str(root))) as raised:
+        leaderboard.build(root)
+    assert len(str(raised.value).splitlines()) == 1
 
 
 def test_baseline_comparison_marks_a_regression_only_where_success_drops(tmp_path: Path) -> None:
@@ -318,16 +397,114 @@ def test_baseline_comparison_marks_a_regression_only_where_success_drops(tmp_pat
     assert "vs baseline, pp [95% CI]" in markdown and markdown.count("▼ regression vs baseline") >= 1
     dino_lines = [line for line in markdown.splitlines() if line.startswith("| two_room | dino_wm |")]
     assert dino_lines and not any("regression" in line for line in dino_lines)
+    assert '<tr class="regression">' in leaderboard.to_html(board)
 
 
 def test_results_without_episode_rows_fall_back_to_condition_counts(tmp_path: Path) -> None:
     root = tmp_path / "no-episodes"
-    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.7, episodes=20, shifts=())
+    noise_only = {"action_noise": (0.1, 0.2)}
+    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.7, episodes=20, perturbations=noise_only)
     shutil.rmtree(root / "episodes")
-    row = leaderboard.summarize(root).set_index("condition").loc["clean"]
+    row = leaderboard.build(root).conditions.set_index("condition").loc["clean"]
     rate = pd.read_parquet(next((root / "trials").glob("*.parquet"))).set_index("condition").loc["clean"]
     assert row["success"] == pytest.approx(rate["success_rate"])
     assert pd.isna(row["delta_vs_clean"])  # no case seeds: no pairing claimed
+
+
+def test_rows_written_before_roles_and_axes_are_shown_as_models_with_a_warning_to_rerun(tmp_path: Path) -> None:
+    """Old result folders lack role, variant, axis and magnitude (they load as null); nothing is parsed from names."""
+    root, old = tmp_path / "new", tmp_path / "old"
+    write_synthetic_trial(root, task="two_room", model="random", seed=0, skill=0.3)
+    columns = {"role": None, "variant": None, "axis": None, "magnitude": None}
+    conditions = [
+        dataclasses.replace(ConditionRow(**{k: None if _missing(v) else v for k, v in row.items()}), **columns)
+        for row in load(str(root)).to_dict("records")
+    ]
+    episodes = [
+        dataclasses.replace(EpisodeRow(**row), **columns) for row in load(str(root), "episodes").to_dict("records")
+    ]
+    write_trial(str(old), "old-trial", conditions, episodes)
+    board = leaderboard.build(old)
+    assert (board.conditions["role"] == "model").all() and (board.conditions["variant"] == "").all()
+    assert board.curves == [] and board.models.empty
+    assert any("re-run them" in warning for warning in board.warnings)
+    assert "| two_room | random | clean |" in leaderboard.to_markdown(board)
+
+
+def _missing(value: object) -> bool:
+    return not isinstance(value, list | str) and pd.isna(value)
+
+
+class _PageText(HTMLParser):
+    """Headings, paragraphs and table rows of a page as text; the folded detail of a cell (<pre>) left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[tuple[str, ...]] = []  # ("heading", text) | ("note", text) | ("row", cell, ...)
+        self.images = 0
+        self._text: list[str] | None = None
+        self._row: list[str] | None = None
+        self._in_pre = False
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag in ("h1", "h2", "h3", "h4", "p", "th", "td"):
+            self._text = []
+        elif tag == "tr":
+            self._row = []
+        elif tag == "pre":
+            self._in_pre = True
+        elif tag == "img":
+            self.images += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("h1", "h2", "h3", "h4", "p"):
+            self.blocks.append(("heading" if tag != "p" else "note", "".join(self._text or [])))
+            self._text = None
+        elif tag in ("th", "td") and self._row is not None:
+            self._row.append("".join(self._text or []))
+            self._text = None
+        elif tag == "tr" and self._row is not None:
+            self.blocks.append(("row", *self._row))
+            self._row = None
+        elif tag == "pre":
+            self._in_pre = False
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None and not self._in_pre:
+            self._text.append(data)
+
+
+def _markdown_blocks(markdown: str) -> tuple[list[tuple[str, ...]], int]:
+    """The same blocks read from the Markdown, and its number of images."""
+    blocks, images = [], 0
+    for part in markdown.strip().split("\n\n"):
+        if part.startswith("#"):
+            blocks.append(("heading", part.lstrip("#").strip().replace("`", "")))
+        elif part.startswith("!["):
+            images += 1
+        elif part.startswith("|"):
+            for line in part.splitlines():
+                cells = [cell.replace("\\|", "|") for cell in re.split(r"(?<!\\) \| ", line[2:-2])]
+                if set(cells) != {"---"}:
+                    blocks.append(("row", *cells))
+        else:
+            blocks.append(("note", part.replace("`", "")))
+    return blocks, images
+
+
+def test_markdown_and_html_show_the_same_sections_and_cells(sweep: Path, tmp_path: Path) -> None:
+    root = tmp_path / "again"
+    shutil.copytree(sweep, root)
+    board = leaderboard.build(root, baseline=sweep)  # a baseline column too
+    written = leaderboard.write(board, tmp_path / "board")
+    page = _PageText()
+    page.feed(written["html"].read_text())
+    blocks, images = _markdown_blocks(written["markdown"].read_text())
+    assert page.blocks == blocks
+    assert page.images == images == 4  # two robustness curves, Pareto, surprise
+    titles = [text for kind, text, *_ in blocks if kind == "heading"]
+    assert "Robustness to action noise" in titles and "Robustness to camera shift" in titles
+    assert sum(kind == "row" for kind, *_ in blocks) > len(board.conditions)
 
 
 def test_html_renders_in_headless_chromium(rendered: dict[str, Path], board: leaderboard.Leaderboard) -> None:
@@ -357,8 +534,8 @@ def test_html_renders_in_headless_chromium(rendered: dict[str, Path], board: lea
         rows = main_table.locator("tbody tr")
         assert rows.count() == len(board.conditions)
         images = page.locator("img")
-        assert images.count() == 3  # robustness, Pareto, surprise
-        assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(3))
+        assert images.count() == 4  # robustness to action noise and to camera shift, Pareto, surprise
+        assert all(images.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(4))
         page.screenshot(path=str(ARTIFACTS / "leaderboard.png"), full_page=True)
         header = main_table.locator("th", has_text="success %")
         header.click()  # ascending: the random floor first, the all-failed row (no success) last

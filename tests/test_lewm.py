@@ -10,12 +10,13 @@ from models.lewm.model import SIZES, LeWM, build
 from models.registry import build_model
 
 ACTION_DIM = 10  # frameskip 5 × 2-D actions
+HISTORY = 3  # Push-T
 
 
 @pytest.fixture(scope="module")
 def tiny() -> LeWM:
     torch.manual_seed(0)
-    return build("tiny", image_size=64, action_dim=ACTION_DIM)
+    return build("tiny", image_size=64, action_dim=ACTION_DIM, history=HISTORY)
 
 
 def random_batch(batch: int, frames: int, image_size: int = 64) -> dict[str, torch.Tensor]:
@@ -29,11 +30,11 @@ def random_batch(batch: int, frames: int, image_size: int = 64) -> dict[str, tor
 def test_tiny_lewm_has_about_half_a_million_parameters(tiny):
     assert 400_000 < tiny.num_params < 800_000
     assert tiny.tokens_per_frame == 1
-    assert tiny.history == SIZES["tiny"].history == 3
+    assert tiny.history == tiny.config.history == HISTORY
 
 
 def test_paper_lewm_matches_published_parameter_counts():
-    model = build_model("lewm", "paper", image_size=224, action_dim=ACTION_DIM)
+    model = build_model("lewm", "paper", image_size=224, action_dim=ACTION_DIM, history=HISTORY)
     encoder = sum(p.numel() for p in model.encoder.parameters())
     predictor = sum(p.numel() for p in model.predictor.parameters())
     # REFERENCE.md: ViT-Tiny ~5M, predictor ~10M, total advertised ~15M (config counts give ~17–18M)
@@ -94,7 +95,7 @@ def test_frame_causal_mask_matches_token_causal_attention_for_one_token_per_fram
 
 def test_loss_returns_its_terms_and_trains_encoder_and_predictor():
     torch.manual_seed(4)
-    model = build("tiny", image_size=64, action_dim=ACTION_DIM)
+    model = build("tiny", image_size=64, action_dim=ACTION_DIM, history=HISTORY)
     terms = model.loss(random_batch(4, 4))
     assert set(terms) == {"loss", "pred_loss", "sigreg"}
     expected = terms["pred_loss"] + model.config.sigreg_weight * terms["sigreg"]
@@ -145,9 +146,9 @@ def test_build_names_unknown_options_and_sizes():
     with pytest.raises(
         ValueError, match="lewm override 'predictor_layers' is not a config field; fields: .*predictor_depth"
     ):
-        build("tiny", image_size=64, action_dim=ACTION_DIM, predictor_layers=3)
+        build("tiny", image_size=64, action_dim=ACTION_DIM, history=HISTORY, predictor_layers=3)
     with pytest.raises(ValueError, match="lewm size 'huge' is unknown; known sizes: tiny, paper"):
-        build("huge", image_size=64, action_dim=ACTION_DIM)
+        build("huge", image_size=64, action_dim=ACTION_DIM, history=HISTORY)
 
 
 def test_encode_names_the_image_size_it_was_built_for(tiny):

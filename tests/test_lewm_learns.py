@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from harness.eval.cases import make_cases
-from harness.eval.evaluation import ModelController, RandomController, run_episodes, summarize
-from harness.eval.planners import CEM
-from harness.eval.probes import probe
-from harness.eval.protocol import Protocol
+from harness.eval.controllers import ModelController, RandomController
+from harness.eval.evaluation import run_episodes, summarize_episodes
+from harness.eval.planners import PlannerConfig
+from harness.eval.probes import linear_probe
+from harness.eval.protocol import EvalProtocol
 from harness.trial.training import TrainConfig, train
 from models.registry import build_model
 from tasks.base import make_task
@@ -29,9 +30,9 @@ def trained(cache_dir):
     windows, heldout_windows = WindowDataset(data, 4, frameskip), WindowDataset(heldout, 4, frameskip)
     torch.manual_seed(0)
     model = build_model("lewm", "tiny", 64, task.action_dim * frameskip, history=1, sigreg_directions=256)
-    untrained = probe(model, windows, heldout_windows, "cpu", max_frames=1000)
-    train(model, windows, TrainConfig(steps=200, batch_size=64, lr=1e-3, log_every=100), "cpu")
-    return task, heldout, model, untrained, probe(model, windows, heldout_windows, "cpu", max_frames=1000)
+    untrained = linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
+    train(model, windows, TrainConfig(steps=200, batch_size=64, lr=1e-3, log_every=100), "cpu", seed=0)
+    return task, heldout, model, untrained, linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
 
 
 def test_probe_reads_agent_position_far_better_than_the_untrained_encoder(trained):
@@ -44,11 +45,13 @@ def test_probe_reads_agent_position_far_better_than_the_untrained_encoder(traine
 
 def test_cem_on_lewm_latents_beats_random_on_the_same_heldout_cases(trained):
     task, heldout, model, *_ = trained
-    protocol = Protocol(episodes=20).resolved(task.default_history, task.default_frameskip)
+    protocol = EvalProtocol(episodes=20).resolved(task.default_history, task.default_frameskip)
     cases, _ = make_cases(task, heldout, protocol)
+    planner = PlannerConfig(samples=300, iterations=10, elites=30)
     results = {}
-    for controller in (ModelController("lewm", model, CEM(300, 10, 30), 5, 5, seed=0), RandomController(5, 10, seed=0)):
-        episodes = run_episodes(controller, task, cases, protocol, Condition(), receding=5)
+    lewm = ModelController("lewm", model, planner, seed=0)
+    for controller in (lewm, RandomController(task, planner, protocol.frameskip, seed=0)):
+        episodes = run_episodes(controller, task, cases, protocol, Condition())
         assert [e.case.case_seed for e in episodes] == [c.case_seed for c in cases]
-        results[controller.name] = summarize(episodes)["success_rate"]
+        results[controller.name] = summarize_episodes(episodes).success_rate
     assert results["lewm"] >= results["random"] + 0.25, results

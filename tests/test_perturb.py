@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tasks.conditions import AXES, Condition, MovableCamera, degradation_conditions, rotate_zoom, translate
+from tasks.conditions import AXES, Condition, degradation_conditions, rotate_zoom, translate
 from tasks.two_room import AGENT_RGB, TwoRoom, TwoRoomEnv
 
 TASK = TwoRoom(image_size=64)
@@ -133,26 +133,33 @@ def test_view_conditions_leave_actions_alone_and_action_conditions_leave_frames_
 class ViewpointTwoRoomEnv(TwoRoomEnv):
     """A Two-Room env with a movable camera (the hook MuJoCo tasks implement): renders the moved view itself."""
 
-    def set_viewpoint(self, shift: float, rotate: float, zoom: float) -> None:
+    def set_viewpoint(self, shift: float, rotate: float, zoom: float) -> bool:
         self.view = Condition(camera_shift=shift, camera_rotate=rotate, camera_zoom=zoom)
+        return True
 
     def _get_obs(self) -> dict[str, np.ndarray]:
-        obs = super()._get_obs()
-        return {**obs, "pixels": getattr(self, "view", Condition()).observe(obs["pixels"])}
+        pixels = self.renderer(self._state)[0]
+        return self._observe(getattr(self, "view", Condition()).observe(pixels))
 
 
 def test_an_env_with_its_own_camera_renders_the_view_and_only_the_rest_is_applied_to_pixels():
     condition = Condition(camera_shift=2, camera_rotate=10, brightness=0.2, action_noise=0.1)
     plain = TASK.make_env(seed=0)
-    assert not isinstance(plain, MovableCamera)
+    assert plain.set_viewpoint(0.0, 0.0, 1.0) is False  # the task contract's default: no camera of its own
     assert condition.place_camera(plain) is condition  # no camera: everything in pixel space
     env = ViewpointTwoRoomEnv(TASK.geometry, TASK.image_size)
-    assert isinstance(env, MovableCamera)
     rest = condition.place_camera(env)
     assert rest == Condition(brightness=0.2, action_noise=0.1)
     start = np.array([20.0, 30.0], dtype=np.float32)
     seen = rest.observe(env.set_state(start)["pixels"])
     assert np.array_equal(seen, condition.observe(plain.set_state(start)["pixels"]))
+    assert np.array_equal(env.render(), env.set_state(start)["pixels"])  # render shows the moved view too
+
+
+def test_a_condition_without_camera_moves_leaves_the_camera_alone():
+    env = ViewpointTwoRoomEnv(TASK.geometry, TASK.image_size)
+    assert Condition(brightness=0.2).place_camera(env) == Condition(brightness=0.2)
+    assert not hasattr(env, "view")
 
 
 def test_degradation_conditions_sweep_one_axis():

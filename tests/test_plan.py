@@ -6,9 +6,10 @@ import torch
 from einops import rearrange
 
 from harness.eval.cases import make_cases
-from harness.eval.evaluation import ModelController, OracleController, RandomController, run_episodes, summarize
-from harness.eval.planners import CEM, MPPI, LatentCost
-from harness.eval.protocol import Protocol
+from harness.eval.controllers import ModelController, OracleController, RandomController
+from harness.eval.evaluation import run_episodes, summarize_episodes
+from harness.eval.planners import LatentCost, PlannerConfig
+from harness.eval.protocol import EvalProtocol
 from models.world_model import WorldModel
 from tasks.base import StateLeakError, make_task, planning_guard
 from tasks.conditions import Condition
@@ -56,7 +57,7 @@ def setup(tmp_path_factory):
     task = make_task("two_room", image_size=32)
     data = collect(task, "expert", episodes=10, seed=7, noise=0.3, cache_dir=tmp_path_factory.mktemp("c"), workers=1,
                    progress=False)  # fmt: skip
-    protocol = Protocol(episodes=12).resolved(task.default_history, task.default_frameskip)
+    protocol = EvalProtocol(episodes=12).resolved(task.default_history, task.default_frameskip)
     cases, _ = make_cases(task, data, protocol)
     return task, data, protocol, cases
 
@@ -66,34 +67,56 @@ CLEAN = Condition()
 
 def run(controller, setup, condition=CLEAN):
     task, _, protocol, cases = setup
-    return run_episodes(controller, task, cases, protocol, condition, receding=5)
+    return run_episodes(controller, task, cases, protocol, condition)
+
+
+def cem(samples: int, iterations: int, elites: int) -> PlannerConfig:
+    return PlannerConfig(name="cem", samples=samples, iterations=iterations, elites=elites)
 
 
 def test_cem_on_true_dynamics_reaches_goals_and_beats_random(setup):
     task = setup[0]
-    planned = summarize(run(ModelController("true", TrueDynamicsModel(task), CEM(100, 5, 10), 5, 5, seed=0), setup))
-    floor = summarize(run(RandomController(5, 10, seed=0), setup))
-    assert planned["success_rate"] >= 0.75
-    assert planned["success_rate"] > floor["success_rate"]
-    assert planned["plan_ms_median"] > 0
+    planned = summarize_episodes(run(ModelController("true", TrueDynamicsModel(task), cem(100, 5, 10), seed=0), setup))
+    floor = summarize_episodes(run(RandomController(task, PlannerConfig(), frameskip=5, seed=0), setup))
+    assert planned.success_rate >= 0.75
+    assert planned.success_rate > floor.success_rate
+    assert planned.plan_ms_median > 0
 
 
 def test_mppi_and_oracle_reach_goals(setup):
     task = setup[0]
-    mppi = summarize(run(ModelController("true", TrueDynamicsModel(task), MPPI(100, 5), 5, 5, seed=0), setup))
-    oracle = summarize(run(OracleController(task, CEM(100, 5, 10), 5, 5, seed=0), setup))
-    assert mppi["success_rate"] >= 0.6
-    assert oracle["success_rate"] >= 0.75
+    mppi_config = PlannerConfig(name="mppi", samples=100, iterations=5)
+    mppi = summarize_episodes(run(ModelController("true", TrueDynamicsModel(task), mppi_config, seed=0), setup))
+    oracle = summarize_episodes(run(OracleController(task, cem(100, 5, 10), frameskip=5, seed=0), setup))
+    assert mppi.success_rate >= 0.6
+    assert oracle.success_rate >= 0.75
 
 
 def test_planning_is_deterministic_for_a_fixed_seed(setup):
     task = setup[0]
     outcomes = []
     for _ in range(2):
-        controller = ModelController("true", TrueDynamicsModel(task), CEM(50, 3, 5), 5, 5, seed=3)
+        controller = ModelController("true", TrueDynamicsModel(task), cem(50, 3, 5), seed=3)
         results = run(controller, setup, Condition(action_noise=0.2))
         outcomes.append([(r.success, round(r.final_distance, 6)) for r in results])
     assert outcomes[0] == outcomes[1]
+
+
+def test_the_planner_config_holds_the_receding_horizon_the_evaluator_executes(setup):
+    task = setup[0]
+    executed = []
+
+    class Recorder(RandomController):
+        def plan(self, observation):
+            executed.append(observation.steps_taken)
+            return super().plan(observation)
+
+    run(Recorder(task, PlannerConfig(horizon=5, receding=2), frameskip=5, seed=0), setup)
+    assert executed[:3] == [0, 10, 20]  # 2 blocks of 5 raw steps between replanning calls
+    with pytest.raises(ValueError, match="receding"):
+        PlannerConfig(horizon=3, receding=4)
+    with pytest.raises(ValueError, match="elites"):
+        PlannerConfig(samples=10, elites=20)
 
 
 def test_chunked_cost_is_identical_to_unchunked(setup):
@@ -109,10 +132,10 @@ def test_chunked_cost_is_identical_to_unchunked(setup):
 
 def test_already_solved_starts_are_resampled_and_counted(setup):
     task, data = setup[:2]
-    tiny_offset = Protocol(goal_offset=5, episodes=20).resolved(1, 5)
+    tiny_offset = EvalProtocol(goal_offset=5, episodes=20).resolved(1, 5)
     cases, resampled = make_cases(task, data, tiny_offset)
     assert resampled > 0 and not any(case.start_solved for case in cases)
-    kept, none = make_cases(task, data, Protocol(goal_offset=5, episodes=20, resample_solved=False).resolved(1, 5))
+    kept, none = make_cases(task, data, EvalProtocol(goal_offset=5, episodes=20, resample_solved=False).resolved(1, 5))
     assert none == 0 and any(case.start_solved for case in kept)
     assert [c.case_seed for c in cases] == [c.case_seed for c in kept]  # same seeds, only the redraws differ
 
@@ -139,7 +162,7 @@ class PeekingModel(TrueDynamicsModel):
 
 def test_a_planner_that_reads_true_state_raises(setup):
     task = setup[0]
-    controller = ModelController("peek", PeekingModel(task), CEM(8, 1, 2), 5, 5, seed=0)
+    controller = ModelController("peek", PeekingModel(task), cem(8, 1, 2), seed=0)
     with pytest.raises(StateLeakError, match="success"):
         run(controller, setup)
     env = task.make_env(seed=0)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from harness.eval.surprise import auroc, evaluate_surprise
-from harness.trial.training import TrainConfig, load_or_train
+from harness.trial.checkpoints import load_or_train
+from harness.trial.training import TrainConfig
 from models.registry import build_model
-from tasks import conditions as perturb
-from tasks.conditions import impossible_events
 from tasks.data import WindowDataset, collect
+from tasks.events import EVENTS, ImpossibleEvents, impossible_events
 from tasks.two_room import AGENT_RGB, TwoRoom
 
 FRAMESKIP = 5  # LeWM's on Two-Room
@@ -32,7 +32,7 @@ def lewm(cache_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small matrices: one thread is as fast, and far faster on a shared machine
     try:
-        model, _ = load_or_train("lewm", "tiny", 32, 2 * FRAMESKIP, {"history": 1}, windows, data.key, config, "cpu")
+        model, _ = load_or_train("lewm", "tiny", 32, 2 * FRAMESKIP, {"history": 1}, windows, data.key, config, 0, "cpu")
     finally:
         torch.set_num_threads(threads)
     return model
@@ -107,7 +107,7 @@ def test_trained_lewm_is_surprised_by_teleports_and_an_untrained_one_is_not(lewm
     assert figures["surprise_auroc_teleport"] > 0.75
     assert figures["surprise_p_teleport"] < 0.01  # LeWM's published criterion
     assert figures["surprise_delay_teleport"] < 1.0  # flagged at the event frame, in most sequences
-    for event in perturb.EVENTS:
+    for event in EVENTS:
         assert 0 <= figures[f"surprise_auroc_{event}"] <= 1 and figures[f"surprise_n_{event}"] > 0
     torch.manual_seed(0)
     untrained = build_model("lewm", "tiny", 32, 2 * FRAMESKIP, history=1).eval()
@@ -116,7 +116,7 @@ def test_trained_lewm_is_surprised_by_teleports_and_an_untrained_one_is_not(lewm
 
 
 def test_events_a_task_lacks_are_skipped_with_a_reason(heldout, monkeypatch, caplog):
-    monkeypatch.delitem(perturb.EVENT_SETS, "two_room")  # Two-Room as a task with only the generic teleport
+    monkeypatch.setattr(TwoRoom, "events_class", ImpossibleEvents)  # Two-Room as a task with only a teleport
     torch.manual_seed(0)
     model = build_model("lewm", "tiny", 32, 2 * FRAMESKIP, history=1).eval()
     with caplog.at_level(logging.INFO, logger="harness.eval.surprise"):

@@ -18,7 +18,7 @@ TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
 def run_cli(*args: str, env_cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WMBENCH_CACHE": str(env_cache)}
     return subprocess.run(
-        [sys.executable, "-m", "harness.sweep.cli", str(TINY), *args, "--no-leaderboard"],
+        [sys.executable, "-m", "harness.run", str(TINY), *args, "--no-leaderboard"],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout,
     )  # fmt: skip
 
@@ -60,7 +60,7 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     # A row re-runs from its own fields (config JSON, cached data and checkpoint) to the same figure.
     lewm_file = next(f for f in files if "-lewm-" in f.name)
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
-    rerun = subprocess.run([sys.executable, "-m", "harness.sweep.cli", "--from-row", str(lewm_file), "1"],
+    rerun = subprocess.run([sys.executable, "-m", "harness.run", "--from-row", str(lewm_file), "1"],
                            capture_output=True, text=True, cwd=REPO, env=env, timeout=300)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     recorded = pq.read_table(lewm_file).to_pandas().iloc[1]
@@ -73,7 +73,7 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_di
     overrides = [f"results_dir={out}", "seeds=[0,1,2]", "train.steps=60"]
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "harness.sweep.cli", str(TINY), *overrides, "--no-leaderboard"],
+        [sys.executable, "-m", "harness.run", str(TINY), *overrides, "--no-leaderboard"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.time() + 240
@@ -106,3 +106,18 @@ def test_a_trial_bigger_than_the_local_machine_exits_2_naming_the_key(tmp_path, 
     assert result.returncode == 2 and "resources.cpu is 512" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (out / "trials").exists() or not list((out / "trials").iterdir())
+
+
+def test_the_leaderboard_command_prints_what_it_writes_and_names_a_missing_folder(tmp_path, cache_dir):
+    out = tmp_path / "results"
+    assert run_cli(f"results_dir={out}", "models=[{name: random}]", env_cache=cache_dir).returncode == 0
+    env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
+    board = subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(out)],
+                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    assert board.returncode == 0, board.stderr[-2000:]
+    written = (out / "leaderboard" / "leaderboard.md").read_text(encoding="utf-8")
+    assert board.stdout.strip() == written.strip() and "random" in written
+    missing = subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    assert missing.returncode == 2 and "nothing" in missing.stderr and "Traceback" not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

@@ -1,4 +1,4 @@
-"""The training loop, collapse diagnostics, checkpoint cache and linear probes, on real Two-Room data.
+"""The training loop, its config, collapse diagnostics, checkpoint cache and linear probes, on real Two-Room data.
 
 One tiny LeWM is trained once per module (with SIGReg) and one without it (λ = 0); the
 tests read both. Frames are 32×32 so the whole file trains in about a minute on one core.
@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-import harness.trial.training as train_module
-from harness.eval.probes import Ridge, fit_probe, probe, r2_per_dim
+import harness.trial.checkpoints as checkpoints
+from harness.eval.probes import Ridge, fit_probe, linear_probe, r2_per_dim
+from harness.trial.checkpoints import checkpoint_key, load_or_train
 from harness.trial.training import (
     TrainConfig,
     TrainingDiverged,
     TrainStats,
-    checkpoint_key,
     effective_rank,
     latent_diagnostics,
-    load_or_train,
     lr_factor,
     train,
 )
@@ -34,7 +33,8 @@ from tasks.data import WindowDataset, cache_root, collect, split_episodes
 IMAGE_SIZE = 32
 ACTION_DIM = 10  # frameskip 5 × Two-Room's 2-D action
 MODEL_OPTIONS = {"history": 1, "sigreg_directions": 256}  # Two-Room: history 1; M is not sensitive (REFERENCE.md)
-CPU_CONFIG = TrainConfig(steps=150, batch_size=32, lr=2e-3, log_every=50)  # lr: tiny CPU runs need ~1e-3
+CPU_CONFIG = TrainConfig(steps=150, batch_size=32, num_frames=2, lr=2e-3, log_every=50)  # lr: tiny CPU runs need ~1e-3
+SEED = 0
 
 
 @dataclasses.dataclass
@@ -68,14 +68,14 @@ def build_tiny(**overrides) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def trained(two_room) -> tuple[torch.nn.Module, TrainStats, list[dict]]:
     model, records = build_tiny(), []
-    stats = train(model, two_room.train, CPU_CONFIG, "cpu", log_fn=records.append)
+    stats = train(model, two_room.train, CPU_CONFIG, "cpu", SEED, log_fn=records.append)
     return model, stats, records
 
 
 @pytest.fixture(scope="module")
 def trained_without_sigreg(two_room) -> tuple[torch.nn.Module, TrainStats]:
     model = build_tiny(sigreg_weight=0.0)
-    return model, train(model, two_room.train, dataclasses.replace(CPU_CONFIG, steps=100), "cpu")
+    return model, train(model, two_room.train, dataclasses.replace(CPU_CONFIG, steps=100), "cpu", SEED)
 
 
 def test_training_lowers_the_prediction_loss(trained):
@@ -133,9 +133,11 @@ class RedCentroid(WorldModel):
 
 def test_probe_recovers_agent_position_from_latents_that_hold_it(two_room):
     """Frames and states stay aligned through the probe: a centroid encoder gives R² near 1 on held-out episodes."""
-    centroid = probe(RedCentroid(), two_room.train, two_room.test, "cpu", max_frames=2000)
+    centroid = linear_probe(RedCentroid(), two_room.train, two_room.test, "cpu", max_frames=2000)
     # From noise positions (a sincos grid already carries position: tests/test_lewm_learns.py).
-    untrained = probe(build_tiny(encoder_pos_init="random"), two_room.train, two_room.test, "cpu", max_frames=2000)
+    untrained = linear_probe(
+        build_tiny(encoder_pos_init="random"), two_room.train, two_room.test, "cpu", max_frames=2000
+    )
     assert centroid["train_frames"] == 2000 and centroid["test_frames"] == 2000
     assert min(centroid["r2_per_dim"]) > 0.95
     assert untrained["r2"] < 0.3
@@ -186,7 +188,7 @@ class NaNPixels(torch.utils.data.Dataset):
 
 
 def test_final_loss_does_not_depend_on_the_logging_interval(two_room):
-    runs = [train(build_tiny(), two_room.train, dataclasses.replace(CPU_CONFIG, steps=20, log_every=every), "cpu")
+    runs = [train(build_tiny(), two_room.train, dataclasses.replace(CPU_CONFIG, steps=20, log_every=every), "cpu", SEED)
             for every in (1, 20)]  # fmt: skip
     assert runs[0].final_loss == pytest.approx(runs[1].final_loss, rel=1e-5)
     assert len(runs[0].history) == 20 and len(runs[1].history) == 1
@@ -194,41 +196,76 @@ def test_final_loss_does_not_depend_on_the_logging_interval(two_room):
 
 def test_nan_loss_raises_training_diverged_with_the_step(two_room):
     with pytest.raises(TrainingDiverged, match="at step 0") as raised:
-        train(build_tiny(), NaNPixels(two_room.train), dataclasses.replace(CPU_CONFIG, steps=5), "cpu")
+        train(build_tiny(), NaNPixels(two_room.train), dataclasses.replace(CPU_CONFIG, steps=5), "cpu", SEED)
     assert raised.value.step == 0 and math.isnan(raised.value.value)
 
 
+def test_train_config_refuses_impossible_values_naming_the_field():
+    impossible = {"steps": 0, "batch_size": 0, "lr": 0.0, "weight_decay": -1e-3, "warmup_frac": 1.5,
+                  "grad_clip": -1.0, "log_every": 0, "num_workers": -1, "num_frames": 1}  # fmt: skip
+    for name, value in impossible.items():
+        with pytest.raises(ValueError, match=f"train.{name} must"):
+            TrainConfig(**{name: value})
+    assert TrainConfig(warmup_frac=0.0, grad_clip=0.0, weight_decay=0.0).grad_clip == 0.0  # the edges are allowed
+
+
+def test_train_refuses_windows_of_another_length_than_the_config_says(two_room):
+    with pytest.raises(ValueError, match="num_frames is 4, but the dataset's windows hold 2 frames"):
+        train(build_tiny(), two_room.train, dataclasses.replace(CPU_CONFIG, num_frames=4), "cpu", SEED)
+
+
 def test_checkpoint_key_follows_what_changes_the_weights():
-    key = checkpoint_key("lewm", "tiny", {"history": 1}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM)
-    assert key == checkpoint_key("lewm", "tiny", {"history": 1}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM)
-    assert key == checkpoint_key(
-        "lewm", "tiny", {"history": 1}, "data", dataclasses.replace(CPU_CONFIG, log_every=7), IMAGE_SIZE, ACTION_DIM
-    )
+    def key_of(model_config=None, size="tiny", dataset="data", cfg=CPU_CONFIG, seed=SEED, image_size=IMAGE_SIZE,
+               world_size=1) -> str:  # fmt: skip
+        model_config = model_config or {"history": 1}
+        return checkpoint_key("lewm", size, image_size, ACTION_DIM, model_config, dataset, cfg, seed, world_size)
+
+    key = key_of()
+    assert key == key_of()
+    # Bookkeeping never changes the weights, so it never changes the key.
+    assert key == key_of(cfg=dataclasses.replace(CPU_CONFIG, log_every=7, num_workers=2))
     changed = [
-        checkpoint_key("lewm", "tiny", {"history": 3}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM),
-        checkpoint_key("lewm", "paper", {"history": 1}, "data", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM),
-        checkpoint_key("lewm", "tiny", {"history": 1}, "other", CPU_CONFIG, IMAGE_SIZE, ACTION_DIM),
-        checkpoint_key("lewm", "tiny", {"history": 1}, "data", dataclasses.replace(CPU_CONFIG, lr=1e-4)),
-        checkpoint_key("lewm", "tiny", {"history": 1}, "data", CPU_CONFIG, 64, ACTION_DIM),
+        key_of(model_config={"history": 3}),
+        key_of(size="paper"),
+        key_of(dataset="other"),
+        key_of(cfg=dataclasses.replace(CPU_CONFIG, lr=1e-4)),
+        key_of(cfg=dataclasses.replace(CPU_CONFIG, num_frames=4)),  # other windows of the same episodes
+        key_of(seed=SEED + 1),
+        key_of(image_size=64),
+        key_of(world_size=2),  # a different batch split
     ]
     assert key not in changed and len(set(changed)) == len(changed)
 
 
 def test_checkpoint_cache_never_trains_the_same_request_twice(two_room, monkeypatch):
     config = dataclasses.replace(CPU_CONFIG, steps=3, log_every=1)
-    request = ("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, MODEL_OPTIONS, two_room.train, two_room.key, config, "cpu")
+    request = ("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, MODEL_OPTIONS, two_room.train, two_room.key, config, SEED, "cpu")
     first_model, first_stats = load_or_train(*request)
     resolved = dataclasses.asdict(first_model.config)  # the preset with MODEL_OPTIONS applied
     assert resolved["history"] == MODEL_OPTIONS["history"] and resolved["encoder_pos_init"] == "sincos"
-    key = checkpoint_key("lewm", "tiny", resolved, two_room.key, config, IMAGE_SIZE, ACTION_DIM)
+    key = checkpoint_key("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, resolved, two_room.key, config, SEED)
     assert (cache_root() / "checkpoints" / f"{key}.pt").is_file()
 
     def train_must_not_run(*args, **kwargs):
         raise AssertionError("load_or_train trained a model it had already cached")
 
-    monkeypatch.setattr(train_module, "train", train_must_not_run)
+    monkeypatch.setattr(checkpoints, "train", train_must_not_run)
     second_model, second_stats = load_or_train(*request)
     assert second_stats == first_stats
     assert not second_model.training
     for name, tensor in first_model.state_dict().items():
         torch.testing.assert_close(second_model.state_dict()[name], tensor)
+
+
+def test_the_key_alone_determines_the_trained_weights_whatever_the_callers_rng(two_room):
+    """load_or_train seeds before it builds the model, so a retrained checkpoint is bit-identical."""
+    config = dataclasses.replace(CPU_CONFIG, steps=2, log_every=1)
+    request = ("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, MODEL_OPTIONS, two_room.train, two_room.key, config, SEED, "cpu")
+    first_model, _ = load_or_train(*request)
+    resolved = dataclasses.asdict(first_model.config)
+    key = checkpoint_key("lewm", "tiny", IMAGE_SIZE, ACTION_DIM, resolved, two_room.key, config, SEED)
+    (cache_root() / "checkpoints" / f"{key}.pt").unlink()
+    torch.manual_seed(12345)
+    second_model, _ = load_or_train(*request)
+    for name, tensor in first_model.state_dict().items():
+        assert torch.equal(second_model.state_dict()[name], tensor), name

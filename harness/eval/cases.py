@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.eval.protocol import Protocol
+from harness.eval.protocol import EvalProtocol
 from tasks.base import Task
 from tasks.data import Episodes
 
@@ -42,7 +42,7 @@ class Case:
         return self.history_states[-1]
 
 
-def make_cases(task: Task, episodes: Episodes, protocol: Protocol) -> tuple[list[Case], int]:
+def make_cases(task: Task, episodes: Episodes, protocol: EvalProtocol) -> tuple[list[Case], int]:
     """``protocol.episodes`` cases and how many already-solved starts were redrawn."""
     history, frameskip, offset = protocol.history, protocol.frameskip, protocol.goal_offset
     assert history is not None and frameskip is not None, "resolve the protocol against the task first"
@@ -69,20 +69,36 @@ def make_cases(task: Task, episodes: Episodes, protocol: Protocol) -> tuple[list
             raise CaseError(
                 f"case {index}: no unsolved start found in {MAX_DRAWS} draws; is the goal offset too small?"
             )
-        steps = range(start - first, start + 1, frameskip)
-        blocks = [episodes.actions[episode, s : s + frameskip].reshape(-1) for s in steps][:-1]
-        width = frameskip * episodes.actions.shape[-1]
-        cases.append(
-            Case(
-                index=index,
-                case_seed=case_seed,
-                episode=episode,
-                start_step=start,
-                history_states=states[list(steps)],
-                history_actions=np.asarray(blocks, dtype=np.float32).reshape(history - 1, width),
-                goal=states[start + offset],
-                recorded_actions=episodes.actions[episode, start : start + offset],
-                start_solved=solved,
-            )
-        )
+        cases.append(case_at(episodes.states, episodes.actions, protocol, episode, start, case_seed, index, solved))
     return cases, resampled
+
+
+def case_at(
+    states: np.ndarray,
+    actions: np.ndarray,
+    protocol: EvalProtocol,
+    episode: int,
+    start: int,
+    case_seed: int,
+    index: int = 0,
+    start_solved: bool = False,
+) -> Case:
+    """The protocol's case starting at step ``start`` of ``episode`` (states (E, L+1, S), actions (E, L, A))."""
+    history, frameskip, offset = protocol.history, protocol.frameskip, protocol.goal_offset
+    first = (history - 1) * frameskip
+    if not first <= start <= actions.shape[1] - offset:
+        raise ValueError(f"start step {start} must lie in [{first}, {actions.shape[1] - offset}] for this protocol")
+    steps = range(start - first, start + 1, frameskip)
+    blocks = [actions[episode, s : s + frameskip].reshape(-1) for s in steps][:-1]  # the h-1 blocks between them
+    width = frameskip * actions.shape[-1]
+    return Case(
+        index=index,
+        case_seed=case_seed,
+        episode=episode,
+        start_step=start,
+        history_states=states[episode, list(steps)],
+        history_actions=np.asarray(blocks, dtype=np.float32).reshape(history - 1, width),
+        goal=states[episode, start + offset],
+        recorded_actions=actions[episode, start : start + offset],
+        start_solved=start_solved,
+    )

@@ -21,46 +21,85 @@ CostFn = Callable[[Tensor], Tensor]
 """candidates (K, S, H, A) in [-1, 1] -> cost (K, S); lower is better."""
 
 
-@dataclass
-class CEM:
-    """Cross-entropy method (LeWM defaults: 300 samples, 30 elites, 30 iterations, std 1)."""
+@dataclass(frozen=True)
+class PlannerConfig:
+    """The one shape of planner settings: a sweep's ``planner:`` block, the optimisers' and controllers' input.
 
-    samples: int = 300
-    iterations: int = 30
-    elites: int = 30
-    init_std: float = 1.0
+    Defaults are LeWM's (REFERENCE.md, "Planning and evaluation protocol").
+    """
+
+    name: str = "cem"  # a key of PLANNERS
+    samples: int = 300  # LeWM: 300
+    iterations: int = 30  # LeWM released config: 30 (paper: 10 outside Push-T)
+    elites: int = 30  # LeWM: 30 (CEM only)
+    horizon: int = 5  # action blocks planned (LeWM: 5)
+    receding: int = 5  # blocks executed before replanning (LeWM: 5, the whole plan)
+    init_std: float = 1.0  # LeWM: initial variance 1
+    temperature: float = 0.1  # MPPI only
+    chunk: int | None = None  # max candidates per model call (bounded memory); None = all at once
+    batch_episodes: int = 50  # episodes planned together in one batched call (1 = the published per-plan timing)
+
+    def __post_init__(self) -> None:
+        if self.name not in PLANNERS:
+            raise ValueError(f"planner.name {self.name!r} is unknown; known planners: {', '.join(PLANNERS)}")
+        for name in ("samples", "iterations", "horizon", "receding", "batch_episodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
+        if self.name == "cem" and not 1 <= self.elites <= self.samples:
+            raise ValueError(f"planner.elites must lie in [1, planner.samples={self.samples}], got {self.elites}")
+        if self.receding > self.horizon:
+            raise ValueError(f"planner.receding {self.receding} exceeds planner.horizon {self.horizon}")
+        if not self.init_std > 0 or not self.temperature > 0:
+            raise ValueError("planner.init_std and planner.temperature must be positive")
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"planner.chunk must be at least 1 (or null for all at once), got {self.chunk}")
+
+
+class CEM:
+    """Cross-entropy method: refit a Gaussian to the elites of each iteration's samples."""
+
+    def __init__(self, config: PlannerConfig) -> None:
+        self.config = config
 
     def optimize(self, cost_fn: CostFn, mean: Tensor, generator: torch.Generator) -> Tensor:
         """Refine plans ``mean`` (K, H, A); the first sample of every iteration is the mean itself."""
-        std = torch.full_like(mean, self.init_std)
-        for _ in range(self.iterations):
-            candidates = _sample(mean, std, self.samples, generator)  # (K, S, H, A)
+        cfg = self.config
+        std = torch.full_like(mean, cfg.init_std)
+        for _ in range(cfg.iterations):
+            candidates = _sample(mean, std, cfg.samples, generator)  # (K, S, H, A)
             cost = cost_fn(candidates)  # (K, S)
-            elite_idx = cost.topk(self.elites, dim=1, largest=False).indices  # (K, E)
+            elite_idx = cost.topk(cfg.elites, dim=1, largest=False).indices  # (K, E)
             elites = torch.gather(candidates, 1, elite_idx[..., None, None].expand(-1, -1, *mean.shape[1:]))
             mean, std = elites.mean(dim=1), elites.std(dim=1)
         return mean
 
 
-@dataclass
 class MPPI:
     """Model-predictive path integral: a cost-weighted average of Gaussian perturbations."""
 
-    samples: int = 300
-    iterations: int = 30
-    init_std: float = 1.0
-    temperature: float = 0.1
+    def __init__(self, config: PlannerConfig) -> None:
+        self.config = config
 
     def optimize(self, cost_fn: CostFn, mean: Tensor, generator: torch.Generator) -> Tensor:
         """Refine plans ``mean`` (K, H, A) by exponentially weighted averaging of samples."""
-        std = torch.full_like(mean, self.init_std)
-        for _ in range(self.iterations):
-            candidates = _sample(mean, std, self.samples, generator)  # (K, S, H, A)
+        cfg = self.config
+        std = torch.full_like(mean, cfg.init_std)
+        for _ in range(cfg.iterations):
+            candidates = _sample(mean, std, cfg.samples, generator)  # (K, S, H, A)
             cost = cost_fn(candidates)  # (K, S)
             normalised = (cost - cost.min(dim=1, keepdim=True).values) / (cost.std(dim=1, keepdim=True) + 1e-8)
-            weights = torch.softmax(-normalised / self.temperature, dim=1)  # (K, S)
+            weights = torch.softmax(-normalised / cfg.temperature, dim=1)  # (K, S)
             mean = torch.einsum("ks,ksha->kha", weights, candidates)
         return mean
+
+
+Planner = CEM | MPPI
+PLANNERS: dict[str, type[Planner]] = {"cem": CEM, "mppi": MPPI}
+
+
+def make_planner(config: PlannerConfig) -> Planner:
+    """The optimiser a sweep names; every model in a comparison gets the same one."""
+    return PLANNERS[config.name](config)
 
 
 def _sample(mean: Tensor, std: Tensor, samples: int, generator: torch.Generator) -> Tensor:
@@ -96,15 +135,6 @@ class LatentCost:
             final = self.model.rollout(z_hist[part], flat[part], past[part])[:, -1]  # (chunk, N, D)
             costs.append((final - goal[part]).pow(2).sum(dim=(-2, -1)))
         return rearrange(torch.cat(costs), "(k s) -> k s", k=episodes)
-
-
-def make_optimizer(name: str, samples: int, iterations: int, elites: int, init_std: float, temperature: float):
-    """The planner a sweep names; every model in a comparison gets the same one."""
-    if name == "cem":
-        return CEM(samples=samples, iterations=iterations, elites=elites, init_std=init_std)
-    if name == "mppi":
-        return MPPI(samples=samples, iterations=iterations, init_std=init_std, temperature=temperature)
-    raise ValueError(f"planner {name!r} is unknown; known planners: cem, mppi")
 
 
 def warm_start(previous: Tensor | None, executed: int, horizon: int, shape: tuple[int, int]) -> Tensor:

@@ -119,7 +119,7 @@ def fit_probe(
     return Ridge(best).fit(train_x, train_y), best, scores
 
 
-def probe(
+def linear_probe(
     model: WorldModel,
     train_data: torch.utils.data.Dataset | Iterable[dict[str, Tensor]],
     test_data: torch.utils.data.Dataset | Iterable[dict[str, Tensor]],

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 
 @dataclass(frozen=True)
-class Protocol:
+class EvalProtocol:
     """How evaluation cases are drawn and judged.
 
     ``history`` and ``frameskip`` of None take the task's published defaults.
@@ -32,7 +32,17 @@ class Protocol:
     resample_solved: bool = True  # redraw a case whose start already meets the goal
     case_seed: int = 0  # seeds the cases; shared by every model, seed and condition
 
-    def resolved(self, default_history: int, default_frameskip: int) -> Protocol:
+    def __post_init__(self) -> None:
+        for name in ("goal_offset", "budget", "episodes", "history", "frameskip"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"protocol.{name} must be a positive integer, got {value!r}")
+        if self.split not in ("heldout", "train"):
+            raise ValueError(f"protocol.split must be heldout or train, got {self.split!r}")
+        if self.success not in ("ever", "final"):
+            raise ValueError(f"protocol.success must be ever or final, got {self.success!r}")
+
+    def resolved(self, default_history: int, default_frameskip: int) -> EvalProtocol:
         """This protocol with the task's defaults filled in."""
         return dataclasses.replace(
             self,
@@ -49,17 +59,17 @@ class Protocol:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-PRESETS: dict[str, Protocol] = {
+PRESETS: dict[str, EvalProtocol] = {
     # The harness default: the published 25/50 setting on held-out episodes, solved starts redrawn.
-    "wmbench": Protocol(name="wmbench"),
+    "wmbench": EvalProtocol(name="wmbench"),
     # LeWM paper v3 / released config: cases from the training episodes, no resampling.
-    "lewm_v3": Protocol(name="lewm_v3", split="train", resample_solved=False),
+    "lewm_v3": EvalProtocol(name="lewm_v3", split="train", resample_solved=False),
     # LeWM paper v1 (Two-Room): goal 100 steps ahead, 150-step budget.
-    "lewm_v1": Protocol(name="lewm_v1", goal_offset=100, budget=150, split="train", resample_solved=False),
+    "lewm_v1": EvalProtocol(name="lewm_v1", goal_offset=100, budget=150, split="train", resample_solved=False),
 }
 
 
-def resolve_protocol(spec: str | dict[str, Any]) -> Protocol:
+def resolve_protocol(spec: str | dict[str, Any]) -> EvalProtocol:
     """A preset name, or a dict ``{preset: NAME, <field>: value, ...}`` of overrides on one."""
     if isinstance(spec, str):
         spec = {"preset": spec}
@@ -67,7 +77,7 @@ def resolve_protocol(spec: str | dict[str, Any]) -> Protocol:
     preset = spec.pop("preset", "wmbench")
     if preset not in PRESETS:
         raise ValueError(f"protocol.preset {preset!r} is unknown; known presets: {', '.join(PRESETS)}")
-    known = {f.name for f in dataclasses.fields(Protocol)}
+    known = {f.name for f in dataclasses.fields(EvalProtocol)}
     unknown = set(spec) - known
     if unknown:
         raise ValueError(f"protocol.{sorted(unknown)[0]} is not a protocol field; fields: {', '.join(sorted(known))}")

@@ -1,31 +1,27 @@
-"""Replay one mined failure case and draw it: ``python -m harness.eval.replay FILE ROW [--out DIR]``.
+"""Replay one mined failure case and draw it (``python -m harness replay FILE ROW [--out DIR]``).
 
-A row of a failures file (harness/stress.py) holds everything the case needs: the
-trial config (task, data, model, planner, protocol), the start with its history, the
-goal and the condition. The replay rebuilds the controller (the model from the
-checkpoint cache, or ``--controller random|oracle``), runs the episode through the
-same evaluator, prints the outcome beside the recorded one and saves an image strip:
-the start, the frame after every executed action block, and the goal, as the
-controller saw them.
+A row of a failures file (harness/eval/stress.py) holds everything the case needs: the
+trial spec (task, data, model, planner, protocol), the start with its history, the goal
+and the condition. The command rebuilds the controller from the spec (the model from the
+checkpoint cache, or ``--controller random|oracle``); :func:`replay` runs the episode
+through the same evaluator, and :func:`save_strip` draws the start, the frame after every
+executed action block, and the goal, as the controller saw them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from harness.eval.cases import Case
+from harness.eval.controllers import Controller
 from harness.eval.evaluation import EpisodeResult, run_episodes
-from harness.eval.stress import case_from_row, prepare_trial
+from harness.eval.protocol import EvalProtocol
 from tasks.base import Task, TaskEnv
 from tasks.conditions import Condition
-
-log = logging.getLogger(__name__)
 
 
 class FilmedEnv:
@@ -75,16 +71,16 @@ class FilmedTask:
         return getattr(self.task, name)
 
 
-def replay(row: pd.Series, controller: str | None = None) -> tuple[EpisodeResult, np.ndarray, Condition]:
-    """Re-run the case of a failures row: (its result, the frames (F, H, W, 3) as seen, the condition)."""
-    config = json.loads(row["config"])
-    setup = prepare_trial(config, controller=controller)
+def replay(
+    row: pd.Series, task: Task, protocol: EvalProtocol, controller: Controller
+) -> tuple[EpisodeResult, np.ndarray, Condition]:
+    """Re-run the case of a failures row with ``controller``: (its result, the frames (F, H, W, 3) as seen,
+    the condition). The caller builds the task, protocol and controller from the row's own config."""
     case = case_from_row(row)
     condition = Condition(**json.loads(row["condition_params"]))
-    filmed = FilmedTask(setup.task)
-    receding = config["planner"]["receding"]
-    result = run_episodes(setup.controller, filmed, [case], setup.protocol, condition, receding, batch_size=1)[0]
-    env = setup.task.make_env(seed=0)
+    filmed = FilmedTask(task)
+    result = run_episodes(controller, filmed, [case], protocol, condition, batch_size=1)[0]
+    env = task.make_env(seed=0)
     try:
         env.reset(seed=0)
         view = condition.place_camera(env)  # what is left to apply to the frames, as in the evaluator
@@ -93,6 +89,21 @@ def replay(row: pd.Series, controller: str | None = None) -> tuple[EpisodeResult
         env.close()
     frames = np.stack([start, *filmed.envs[0].frames, goal])
     return result, view.observe(frames), condition
+
+
+def case_from_row(row: pd.Series) -> Case:
+    """The :class:`Case` a failure row describes (it needs nothing but the row)."""
+    return Case(
+        index=0,
+        case_seed=int(row["case_seed"]),
+        episode=int(row["episode"]),
+        start_step=int(row["start_step"]),
+        history_states=np.asarray(list(row["history_states"]), dtype=np.float32),
+        history_actions=np.asarray(list(row["history_actions"]), dtype=np.float32),
+        goal=np.asarray(row["goal"], dtype=np.float32),
+        recorded_actions=np.asarray(list(row["recorded_actions"]), dtype=np.float32),
+        start_solved=False,
+    )
 
 
 def save_strip(frames: np.ndarray, path: Path, title: str) -> Path:
@@ -115,33 +126,3 @@ def save_strip(frames: np.ndarray, path: Path, title: str) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.eval.replay", description=__doc__.splitlines()[0])
-    parser.add_argument("file", help="a failures Parquet file, e.g. results/stress/failures/<trial>.parquet")
-    parser.add_argument("row", type=int, help="the row to replay (0 = the hardest case found)")
-    parser.add_argument("--out", default=".", help="folder for the image strip (default: here)")
-    parser.add_argument("--controller", choices=("random", "oracle"), help="replay with a reference controller")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    rows = pd.read_parquet(args.file)
-    if not 0 <= args.row < len(rows):
-        print(f"error: row {args.row} is out of range; {args.file} has rows 0..{len(rows) - 1}", file=sys.stderr)
-        return 2
-    row = rows.iloc[args.row]
-    result, frames, condition = replay(row, args.controller)
-    who = args.controller or row["model"]
-    print(
-        f"{row['task']} {who} seed {row['seed']} case {row['case_seed']} under {condition.name}: "
-        f"success {result.success} (recorded {bool(row['success'])}), final distance {result.final_distance:.3f} "
-        f"(recorded {row['final_distance']:.3f})"
-    )
-    name = f"{row['trial_id'] or row['task']}-row{args.row}{'-' + args.controller if args.controller else ''}.png"
-    title = f"{row['task']} · {who} · {condition.name} · success {result.success}"
-    print(f"image strip: {save_strip(frames, Path(args.out) / name, title)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,20 +11,21 @@ Two views of the same question, "which cases break this controller?":
   ``goal_offset`` steps later as in the protocol) and perturbation magnitudes, and
   minimises the controller's success. Every evaluated episode becomes a replayable row
   (task, seed, start, goal, history, condition, config) in Parquet;
-  ``python -m harness.eval.replay FILE ROW`` re-runs one and draws it.
+  ``python -m harness replay FILE ROW`` re-runs one and draws it.
 
-    python -m harness.eval.stress rarity results/robustness
-    python -m harness.eval.stress search sweeps/stress.yaml --budget 32
+    python -m harness stress rarity results/robustness
+    python -m harness stress search sweeps/stress.yaml --budget 32
+
+A library: those commands live in harness/sweep/cli.py, which builds the trial these
+functions are given (harness/trial/parts.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import os
-import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,121 +33,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 from scipy.spatial import cKDTree
 
-from harness.eval.cases import Case, make_cases
-from harness.eval.evaluation import Controller, ModelController, OracleController, RandomController, run_episodes
-from harness.eval.planners import make_optimizer
-from harness.eval.protocol import Protocol
+from harness.eval.cases import case_at
+from harness.eval.controllers import Controller
+from harness.eval.evaluation import run_episodes
+from harness.eval.protocol import EvalProtocol
 from harness.report import results
 from harness.report.stats import wilson_interval
-from harness.trial.training import TrainConfig, load_or_train
-from models.world_model import WorldModel
-from tasks.base import Task, make_task
+from tasks.base import Task
 from tasks.conditions import AXES, Condition
-from tasks.data import Episodes, WindowDataset, collect
+from tasks.data import Episodes
 
-log = logging.getLogger(__name__)
-
-HELDOUT_SEED_OFFSET = 1_000_003  # as harness.trial.trial: held-out episodes come from a different collection seed
 RARITY_K = 5  # neighbours in the k-NN rarity
-# The perturbations the search may combine, with their bounds (the threat model). Sticky actions
-# ("sticky_prob": (0.0, 0.25)) join once the evaluator executes through Condition.channel.
+# The perturbations the search may combine, with their bounds (the threat model).
 DEFAULT_AXES: dict[str, tuple[float, float]] = {"action_noise": (0.0, 0.4), "camera_shift": (0.0, 4.0)}
 PROGRESS_WEIGHT = 0.1  # the search's score: success rate + this × progress towards the goal
 
 
-# --- one trial's parts, as harness.trial.trial builds them ---------------------------------------------
-
-
 @dataclass
-class TrialSetup:
-    """Everything a trial evaluates with: task, protocol, data, held-out source, cases and controller."""
+class SearchTarget:
+    """What a search attacks: one built trial's controller on its task and protocol."""
 
-    config: dict[str, Any]
+    trial_id: str
+    config: str  # the trial spec as JSON: a failure row carries it, so it replays itself
+    seed: int
     task: Task
-    protocol: Protocol
-    data: Episodes
-    source: Episodes
-    cases: list[Case]
+    protocol: EvalProtocol  # resolved against the task
     controller: Controller
-    model: WorldModel | None
+    source: Episodes  # the held-out episodes starts are drawn from
+    reference_states: np.ndarray  # (M, S) training states, for each row's rarity
+    device: str = "cpu"  # where the controller's model runs: the search asks Ray for a GPU when "cuda"
 
 
-def prepare_trial(config: dict[str, Any], controller: str | None = None) -> TrialSetup:
-    """A trial config's task, data, cases and controller (the model loaded from the checkpoint cache,
-    or trained once). ``controller`` ("random", "oracle") replaces the config's model."""
-    device = torch.device(config.get("device", "cpu"))
-    torch.manual_seed(config["seed"])
-    task = make_task(config["task"]["name"], image_size=config["task"]["image_size"], **config["task"]["options"])
-    protocol = Protocol(**config["protocol"]).resolved(task.default_history, task.default_frameskip)
-    data_cfg = config["data"]
-
-    def dataset(episodes: int, seed: int) -> Episodes:
-        return collect(task, data_cfg["policy"], episodes, data_cfg["steps"], seed, data_cfg["noise"],
-                       workers=data_cfg.get("workers", 1), progress=False)  # fmt: skip
-
-    data = dataset(data_cfg["episodes"], data_cfg["seed"])
-    source = data
-    if protocol.split == "heldout":
-        source = dataset(data_cfg["heldout_episodes"], data_cfg["seed"] + HELDOUT_SEED_OFFSET)
-    cases, _ = make_cases(task, source, protocol)
-    planner = config["planner"]
-    optimizer = make_optimizer(
-        planner["name"], planner["samples"], planner["iterations"], planner["elites"], planner["init_std"],
-        planner["temperature"],
-    )  # fmt: skip
-    name = controller or config["model"]["name"]
-    model = None
-    if name == "random":
-        chosen: Controller = RandomController(planner["horizon"], protocol.frameskip * task.action_dim, config["seed"])
-    elif name == "oracle":
-        chosen = OracleController(task, optimizer, planner["horizon"], protocol.frameskip, config["seed"])
-    else:
-        train = dict(config["train"])
-        windows = WindowDataset(data, num_frames=train.pop("num_frames"), frameskip=protocol.frameskip)
-        overrides = {"history": protocol.history, **config["model"]["overrides"]}
-        model, _ = load_or_train(
-            name, config["model"]["size"], task.image_size, protocol.frameskip * task.action_dim, overrides,
-            windows, data.key, TrainConfig(**train, seed=config["seed"]), device, world_size=config.get("devices", 1),
-        )  # fmt: skip
-        chosen = ModelController(
-            name, model, optimizer, planner["horizon"], planner["receding"], config["seed"], device, planner["chunk"]
-        )
-    return TrialSetup(config, task, protocol, data, source, cases, chosen, model)
-
-
-def case_at(
-    states: np.ndarray,
-    actions: np.ndarray,
-    protocol: Protocol,
-    episode: int,
-    start: int,
-    case_seed: int,
-    index: int = 0,
-) -> Case:
-    """The protocol's case starting at ``start`` of ``episode`` (states (E, L+1, S), actions (E, L, A))."""
-    history, frameskip, offset = protocol.history, protocol.frameskip, protocol.goal_offset
-    first = (history - 1) * frameskip
-    if not first <= start <= actions.shape[1] - offset:
-        raise ValueError(f"start step {start} must lie in [{first}, {actions.shape[1] - offset}] for this protocol")
-    steps = range(start - first, start + 1, frameskip)
-    blocks = [actions[episode, s : s + frameskip].reshape(-1) for s in steps][:-1]
-    return Case(
-        index=index,
-        case_seed=case_seed,
-        episode=episode,
-        start_step=start,
-        history_states=states[episode, list(steps)],
-        history_actions=np.asarray(blocks, dtype=np.float32).reshape(history - 1, frameskip * actions.shape[-1]),
-        goal=states[episode, start + offset],
-        recorded_actions=actions[episode, start : start + offset],
-        start_solved=False,
-    )
-
-
-def candidate_starts(task: Task, states: np.ndarray, protocol: Protocol) -> np.ndarray:
+def candidate_starts(task: Task, states: np.ndarray, protocol: EvalProtocol) -> np.ndarray:
     """Every (episode, start step) of the data the protocol could draw: (C, 2), in episode then step order.
 
     Starts that already meet their goal are left out when the protocol resamples them,
@@ -173,26 +93,26 @@ def knn_rarity(reference: np.ndarray, queries: np.ndarray, k: int = RARITY_K) ->
     return distances.reshape(len(queries), -1).mean(axis=1)
 
 
-def rarity_table(root: str, k: int = RARITY_K, buckets: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+def rarity_table(
+    episodes: pd.DataFrame,
+    trials: pd.DataFrame,
+    training_states: Callable[[pd.Series], np.ndarray],
+    k: int = RARITY_K,
+    buckets: int = 4,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(episode rows with start/goal rarity and bucket, success by task × model × condition × bucket).
 
-    A case is as rare as its rarer end: rarity = max(start rarity, goal rarity). Bucket edges
-    are quantiles of the task's distinct cases, so every model and condition shares them.
+    ``trials`` are condition rows (one per trial suffices); ``training_states(row)`` returns
+    the (M, S) training states of that row's trial, asked once per training dataset. A case is
+    as rare as its rarer end: rarity = max(start rarity, goal rarity). Bucket edges are
+    quantiles of the task's distinct cases, so every model and condition shares them.
     """
-    episodes = results.load(root, "episodes")
-    trials = results.load(root).drop_duplicates("trial_id").set_index("trial_id")
+    trials = trials[trials["status"] == "ok"].drop_duplicates("trial_id").set_index("trial_id")
     episodes = episodes[episodes["trial_id"].isin(trials.index)].copy()
     episodes["start_rarity"], episodes["goal_rarity"] = np.nan, np.nan
-    for trial_ids in _trials_by_training_data(trials):
-        config = json.loads(trials.loc[trial_ids[0], "config"])
-        task = make_task(config["task"]["name"], image_size=config["task"]["image_size"], **config["task"]["options"])
-        data_cfg = config["data"]
-        data = collect(
-            task, data_cfg["policy"], data_cfg["episodes"], data_cfg["steps"], data_cfg["seed"], data_cfg["noise"],
-            workers=data_cfg.get("workers", 1), progress=False,
-        )  # fmt: skip
-        reference = data.states.reshape(-1, data.states.shape[-1])  # (E·(L+1), S)
-        rows = episodes["trial_id"].isin(trial_ids)
+    for _, group in trials.groupby("dataset_key"):
+        reference = training_states(group.iloc[0])
+        rows = episodes["trial_id"].isin(group.index)
         episodes.loc[rows, "start_rarity"] = knn_rarity(reference, np.stack(episodes.loc[rows, "start"]), k)
         episodes.loc[rows, "goal_rarity"] = knn_rarity(reference, np.stack(episodes.loc[rows, "goal"]), k)
     episodes["rarity"] = episodes[["start_rarity", "goal_rarity"]].max(axis=1)
@@ -217,17 +137,6 @@ def rarity_table(root: str, k: int = RARITY_K, buckets: int = 4) -> tuple[pd.Dat
     return episodes, pd.DataFrame(summary)
 
 
-def _trials_by_training_data(trials: pd.DataFrame) -> list[list[str]]:
-    """Trial ids grouped by the training data they share (task spec + data spec)."""
-    groups: dict[str, list[str]] = {}
-    for trial_id, config in trials["config"].items():
-        if not isinstance(config, str):  # a failed trial without a config
-            continue
-        parsed = json.loads(config)
-        groups.setdefault(json.dumps([parsed["task"], parsed["data"]], sort_keys=True), []).append(trial_id)
-    return list(groups.values())
-
-
 # --- adversarial search ------------------------------------------------------------------------------
 
 
@@ -236,18 +145,17 @@ class SearchInputs:
     """What a search trial needs, slim enough for Ray's object store (no pixels)."""
 
     task: Task
-    protocol: Protocol
+    protocol: EvalProtocol
     controller: Controller
     states: np.ndarray  # (E, L+1, S) held-out states
     actions: np.ndarray  # (E, L, A)
     starts: np.ndarray  # (C, 2) the (episode, start step) pairs a proposal indexes
-    receding: int  # action blocks executed between replanning calls
     repeats: int
     seed: int
     axes: tuple[str, ...]
 
 
-def probe(params: dict[str, Any], inputs: SearchInputs) -> dict[str, Any]:
+def evaluate_proposal(params: dict[str, Any], inputs: SearchInputs) -> dict[str, Any]:
     """Run the proposed start under the proposed perturbation ``repeats`` times (fresh noise each); its outcome."""
     protocol, task = inputs.protocol, inputs.task
     episode, start = (int(v) for v in inputs.starts[int(params["start"])])
@@ -260,7 +168,7 @@ def probe(params: dict[str, Any], inputs: SearchInputs) -> dict[str, Any]:
         )
         case = case_at(inputs.states, inputs.actions, protocol, episode, start, case_seed)
         # One episode per planning batch: its plans depend on its own seed only, so a row replays exactly.
-        result = run_episodes(inputs.controller, task, [case], protocol, condition, inputs.receding, 1)[0]
+        result = run_episodes(inputs.controller, task, [case], protocol, condition, batch_size=1)[0]
         initial = task.distance(case.start, case.goal)
         successes.append(float(result.success))
         progress.append(float(np.clip(1 - result.final_distance / max(initial, 1e-9), 0.0, 1.0)))
@@ -275,14 +183,14 @@ def probe(params: dict[str, Any], inputs: SearchInputs) -> dict[str, Any]:
     return outcome
 
 
-def _tune_probe(config: dict[str, Any], inputs: SearchInputs) -> None:
+def _tune_proposal(config: dict[str, Any], inputs: SearchInputs) -> None:
     from ray import tune
 
-    tune.report(probe(config, inputs))
+    tune.report(evaluate_proposal(config, inputs))
 
 
 def adversarial_search(
-    setup: TrialSetup,
+    target: SearchTarget,
     budget: int = 16,
     repeats: int = 2,
     axes: dict[str, tuple[float, float]] | None = None,
@@ -303,25 +211,21 @@ def adversarial_search(
     unknown = sorted(set(axes) - set(AXES))
     if unknown:
         raise ValueError(f"search axis {unknown[0]!r} is not a condition field; fields: {', '.join(AXES)}")
-    protocol, source = setup.protocol, setup.source
-    starts = candidate_starts(setup.task, source.states, protocol)
+    protocol, source = target.protocol, target.source
+    starts = candidate_starts(target.task, source.states, protocol)
     space = {
         "start": tune.randint(0, len(starts)),  # neighbouring indices: neighbouring steps of one episode
         **{axis: tune.uniform(low, high) for axis, (low, high) in axes.items()},
     }
-    receding = setup.config["planner"]["receding"]
     inputs = SearchInputs(
-        setup.task, protocol, setup.controller, source.states, source.actions, starts, receding, repeats, seed,
-        tuple(axes),
-    )  # fmt: skip
+        target.task, protocol, target.controller, source.states, source.actions, starts, repeats, seed, tuple(axes)
+    )
     if not ray.is_initialized():
         # "local": without an address, start a private Ray rather than join another user's cluster on this host.
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    device = torch.device(setup.config.get("device", "cpu"))
-    trainable = tune.with_resources(
-        tune.with_parameters(_tune_probe, inputs=inputs), {"cpu": 1, "gpu": float(device.type == "cuda")}
-    )
+    gpus = float(target.device.startswith("cuda"))
+    trainable = tune.with_resources(tune.with_parameters(_tune_proposal, inputs=inputs), {"cpu": 1, "gpu": gpus})
     # TPE after a few random proposals (Optuna's default waits for 10, most of a small budget).
     sampler = optuna.samplers.TPESampler(n_startup_trials=max(2, min(10, budget // 3)), seed=seed)
     tuner = tune.Tuner(
@@ -334,7 +238,7 @@ def adversarial_search(
             reuse_actors=True,  # one worker for the whole search: the controller is unpickled once
         ),
         run_config=tune.RunConfig(
-            name=f"stress-{setup.config.get('trial_id', 'trial')}",
+            name=f"stress-{target.trial_id}",
             storage_path=str(Path(storage_path or tempfile.mkdtemp(prefix="wmbench-stress-")).resolve()),
             verbose=0,
         ),
@@ -344,13 +248,12 @@ def adversarial_search(
     if errors:
         raise RuntimeError(f"{len(errors)} of {budget} search trials failed; the first: {errors[0]}")
     frame = grid.get_dataframe()
-    return _case_rows(setup, inputs, frame)
+    return _case_rows(target, inputs, frame)
 
 
-def _case_rows(setup: TrialSetup, inputs: SearchInputs, frame: pd.DataFrame) -> pd.DataFrame:
+def _case_rows(target: SearchTarget, inputs: SearchInputs, frame: pd.DataFrame) -> pd.DataFrame:
     """One replayable row per (search trial, repeat), from Tune's result frame."""
-    config, protocol = setup.config, setup.protocol
-    reference = setup.data.states.reshape(-1, setup.data.states.shape[-1])
+    protocol, reference = target.protocol, target.reference_states
     rows = []
     for search_trial, result in frame.reset_index(drop=True).iterrows():
         episode, start = (int(v) for v in inputs.starts[int(result["config/start"])])
@@ -359,11 +262,11 @@ def _case_rows(setup: TrialSetup, inputs: SearchInputs, frame: pd.DataFrame) -> 
             case = case_at(inputs.states, inputs.actions, protocol, episode, start, int(result[f"case_seed_{repeat}"]))
             rows.append(
                 {
-                    "trial_id": config.get("trial_id", ""),
-                    "task": config["task"]["name"],
-                    "model": config["model"]["name"],
-                    "seed": config["seed"],
-                    "config": json.dumps(config, sort_keys=True),
+                    "trial_id": target.trial_id,
+                    "task": target.task.name,
+                    "model": target.controller.name,
+                    "seed": target.seed,
+                    "config": target.config,
                     "search_trial": search_trial,
                     "score": float(result["score"]),
                     "repeat": repeat,
@@ -394,75 +297,3 @@ def write_failures(rows: pd.DataFrame, root: str, trial_id: str) -> str:
     return results.write_atomic(
         pa.Table.from_pandas(failures, preserve_index=False), root, f"failures/{trial_id}.parquet"
     )
-
-
-def case_from_row(row: pd.Series) -> Case:
-    """The :class:`Case` a failure row describes (it needs nothing but the row)."""
-    return Case(
-        index=0,
-        case_seed=int(row["case_seed"]),
-        episode=int(row["episode"]),
-        start_step=int(row["start_step"]),
-        history_states=np.asarray(list(row["history_states"]), dtype=np.float32),
-        history_actions=np.asarray(list(row["history_actions"]), dtype=np.float32),
-        goal=np.asarray(row["goal"], dtype=np.float32),
-        recorded_actions=np.asarray(list(row["recorded_actions"]), dtype=np.float32),
-        start_solved=False,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.eval.stress", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    rarity = commands.add_parser("rarity", help="success by rarity bucket from a results folder")
-    rarity.add_argument("root", help="a results folder, e.g. results/robustness")
-    rarity.add_argument("--buckets", type=int, default=4)
-    rarity.add_argument("--k", type=int, default=RARITY_K)
-    search = commands.add_parser("search", help="adversarial search for failures of each trial of a sweep")
-    search.add_argument("sweep", help="a sweep YAML, e.g. sweeps/stress.yaml")
-    search.add_argument("overrides", nargs="*", help="key=value overrides of the sweep")
-    search.add_argument("--budget", type=int, default=32, help="search trials per sweep trial")
-    search.add_argument("--repeats", type=int, default=2, help="episodes (fresh noise) per search trial")
-    search.add_argument("--axis", action="append", default=[], metavar="NAME=LOW:HIGH",
-                        help=f"a perturbation bound (repeatable); default {DEFAULT_AXES}")  # fmt: skip
-    search.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else local Ray)")
-    search.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-
-    if args.command == "rarity":
-        _, summary = rarity_table(args.root, args.k, args.buckets)
-        path = results.write_atomic(pa.Table.from_pandas(summary, preserve_index=False), args.root, "rarity.parquet")
-        with pd.option_context("display.width", 160, "display.max_rows", 500):
-            print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"written to {path}")
-        return 0
-
-    from harness.sweep.config import ConfigError, load_sweep
-    from harness.sweep.runner import plan_sweep
-
-    try:
-        sweep = load_sweep(args.sweep, args.overrides)
-        axes = dict(DEFAULT_AXES)
-        for spec in args.axis:
-            name, _, bounds = spec.partition("=")
-            low, _, high = bounds.partition(":")
-            axes[name] = (float(low), float(high))
-    except (ConfigError, ValueError) as error:
-        print(f"error: {error} (axes are NAME=LOW:HIGH)", file=sys.stderr)
-        return 2
-    plan = plan_sweep(sweep, device=args.device)
-    for trial in plan.trials:
-        setup = prepare_trial(trial)
-        rows = adversarial_search(
-            setup, args.budget, args.repeats, axes, seed=trial["seed"],
-            storage_path=str(Path(plan.root.split("://")[-1], "ray")), address=args.address,
-        )  # fmt: skip
-        path = write_failures(rows, plan.root, trial["trial_id"])
-        failed = int((~rows["success"]).sum())
-        print(f"{trial['trial_id']}: {failed} of {len(rows)} searched episodes failed -> {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

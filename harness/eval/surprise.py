@@ -3,7 +3,7 @@
 Following LeWM's test (REFERENCE.md, "Violation of expectation"), a model's surprise at
 frame t+1 is its latent prediction error ‖predict(z_≤t, a_≤t) − encode(frame_{t+1})‖²,
 using only the WorldModel contract. Held-out sequences are scored clean and with an
-impossible event injected at a known frame (tasks/perturb.py: teleport, vanish, colour
+impossible event injected at a known frame (each task declares its own, tasks/events.py: teleport, vanish, colour
 swap, pass through the wall). Surprise is z-scored against the same model's surprise on
 the clean sequences, so models of different latent scales read alike. Per event:
 
@@ -13,14 +13,12 @@ the clean sequences, so models of different latent scales read alike. Per event:
 - a one-sided paired t-test of surprise at the event frame against the same frame of the
   clean twin (the published test; p < 0.01 counts as detected).
 
-    python -m harness.eval.surprise sweeps/quickstart.yaml models=[{name:lewm,size:tiny}] seeds=[0]
+    python -m harness surprise sweeps/quickstart.yaml seeds=[0]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from typing import Any
 
 import numpy as np
@@ -28,11 +26,11 @@ import torch
 from einops import rearrange
 from scipy import stats
 
-from harness.eval.evaluation import to_model_pixels
+from harness.eval.controllers import to_model_pixels
 from models.world_model import WorldModel
 from tasks.base import Task
-from tasks.conditions import EVENTS, impossible_events
 from tasks.data import Episodes
+from tasks.events import EVENTS, impossible_events
 
 log = logging.getLogger(__name__)
 
@@ -149,46 +147,15 @@ def _first_above(values: np.ndarray, threshold: float) -> int | None:
     return int(above[0]) if len(above) else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Surprise of every trained model of a sweep file, on its held-out episodes (models come from the cache)."""
-    from harness.eval.stress import prepare_trial
-    from harness.sweep.config import ConfigError, expand_trials, load_sweep
-
-    parser = argparse.ArgumentParser(prog="python -m harness.eval.surprise", description=main.__doc__)
-    parser.add_argument("sweep", help="a sweep YAML, e.g. sweeps/quickstart.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0]")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        sweep = load_sweep(args.sweep, args.overrides)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for trial in expand_trials(sweep):
-        if trial["model"]["name"] in ("random", "oracle"):
-            continue
-        setup = prepare_trial({**trial, "device": args.device})
-        figures = evaluate_surprise(
-            setup.model, setup.task, setup.source, seed=trial["seed"], device=args.device,
-            frameskip=setup.protocol.frameskip,
-        )  # fmt: skip
-        _print_table(f"{trial['task']['name']} {trial['model']['name']} seed {trial['seed']}", figures)
-    return 0
-
-
-def _print_table(title: str, figures: dict[str, Any]) -> None:
-    print(title)
-    print(f"  {'event':<18} {'AUROC':>6} {'p':>9} {'delay':>6} {'detected':>9} {'n':>4}")
+def surprise_table(title: str, figures: dict[str, Any]) -> str:
+    """The figures of :func:`evaluate_surprise` as a small text table, one line per event evaluated."""
+    lines = [title, f"  {'event':<18} {'AUROC':>6} {'p':>9} {'delay':>6} {'detected':>9} {'n':>4}"]
     for event in EVENTS:
         if f"surprise_auroc_{event}" in figures:
-            print(
+            lines.append(
                 f"  {event:<18} {figures[f'surprise_auroc_{event}']:6.3f} {figures[f'surprise_p_{event}']:9.2g} "
                 f"{figures[f'surprise_delay_{event}']:6.2f} {figures[f'surprise_detected_{event}']:9.2f} "
                 f"{int(figures[f'surprise_n_{event}']):4d}"
             )
-    print(f"  mean AUROC {figures['surprise_auroc']:.3f}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    lines.append(f"  mean AUROC {figures['surprise_auroc']:.3f}")
+    return "\n".join(lines)

@@ -1,15 +1,26 @@
-"""Parquet results: one file of condition rows and one of episode rows per trial.
+"""Typed result rows and their Parquet files: one file of condition rows and one of episode rows per trial.
 
-Files are written atomically (temp file + rename) so a killed trial never leaves a
-half-written result. Columns grow; they are never silently renamed. ``root`` may be
-a local folder or any pyarrow filesystem URI (``file:///...``, ``s3://...``).
+:class:`ConditionRow` and :class:`EpisodeRow` are the results contract (DESIGN.md "Results");
+the Parquet schemas are derived from their fields, so a column exists exactly when a field
+does. Rows say what they are in their own columns (``role``, ``axis``, ``magnitude``,
+``variant``), so nothing is parsed back out of a string. Files are written atomically
+(temp file + rename) so a killed trial never leaves a half-written result. Columns grow;
+they are never silently renamed. ``root`` may be a local folder or any pyarrow filesystem
+URI (``file:///...``, ``s3://...``).
+
+This module imports nothing above it (no torch): reading results needs only pyarrow.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
@@ -17,84 +28,126 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-# One row per (trial, evaluation condition). DESIGN.md "Results".
-CONDITION_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("status", pa.string()),  # "ok" | "failed"
-        ("error", pa.string()),
-        ("task", pa.string()),
-        ("model", pa.string()),
-        ("variant", pa.string()),  # what sets this entry apart from others of its model in the sweep
-        ("seed", pa.int64()),
-        ("config", pa.string()),  # the trial's resolved config as JSON
-        ("condition", pa.string()),  # e.g. "clean", "action_noise=0.2", "camera_shift=4"
-        ("action_noise", pa.float64()),
-        ("camera_shift", pa.float64()),
-        ("camera_rotate", pa.float64()),
-        ("camera_zoom", pa.float64()),
-        ("sticky_prob", pa.float64()),
-        ("brightness", pa.float64()),
-        ("hue", pa.float64()),
-        ("episodes", pa.int64()),
-        ("success_rate", pa.float64()),
-        ("success_ci_low", pa.float64()),  # Wilson 95% interval of success_rate
-        ("success_ci_high", pa.float64()),
-        ("final_distance", pa.float64()),
-        ("plan_ms_median", pa.float64()),
-        ("plan_ms_p95", pa.float64()),
-        ("tokens_per_frame", pa.int64()),
-        ("num_params", pa.int64()),
-        ("train_steps", pa.int64()),
-        ("train_seconds", pa.float64()),
-        ("samples_per_s", pa.float64()),
-        ("first_loss", pa.float64()),
-        ("final_loss", pa.float64()),
-        ("latent_eff_rank", pa.float64()),
-        ("sigreg_stat", pa.float64()),
-        ("probe_r2", pa.float64()),
-        ("surprise_auroc", pa.float64()),
-        ("solved_starts_resampled", pa.int64()),
-        ("protocol", pa.string()),  # resolved protocol as JSON
-        ("protocol_hash", pa.string()),
-        ("dataset_key", pa.string()),
-        ("data_policy", pa.string()),  # how the training data was collected, e.g. "expert(noise=0.3)"
-        ("data_policy_success", pa.float64()),  # that policy's measured success rate on its own goals
-        ("case_split", pa.string()),  # "heldout" | "train": where the evaluation cases came from
-        ("encoder", pa.string()),  # model.describe(): which weights the encoder has
-        ("node", pa.string()),
-        ("device", pa.string()),
-        ("peak_mem_mb", pa.float64()),
-        ("git_sha", pa.string()),
-        ("versions", pa.string()),  # JSON: package -> version
-        ("packages_hash", pa.string()),  # hash of the whole installed package set
-        ("command", pa.string()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+Role = Literal["model", "floor", "ceiling"]
+"""What a row's controller is: a world model, or a reference controller bounding it (random, oracle)."""
+ROLES: tuple[str, ...] = typing.get_args(Role)
+CLEAN_AXIS = "clean"  # the axis of the unperturbed condition
+COMBINED_AXIS = "combined"  # the axis of a condition that perturbs several fields at once
 
-# One row per evaluation episode; condition rows are aggregates of these.
-EPISODE_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("task", pa.string()),
-        ("model", pa.string()),
-        ("seed", pa.int64()),
-        ("condition", pa.string()),
-        ("episode", pa.int64()),
-        ("case_seed", pa.int64()),
-        ("start", pa.list_(pa.float64())),
-        ("goal", pa.list_(pa.float64())),
-        ("success", pa.bool_()),
-        ("final_distance", pa.float64()),
-        ("steps", pa.int64()),
-        ("plan_ms", pa.float64()),  # median replanning wall-clock within the episode
-        ("start_solved", pa.bool_()),
-        ("protocol_hash", pa.string()),
-    ]
-)
+
+@dataclass
+class ConditionRow:
+    """One row per (trial, evaluation condition); a failed trial has one row with its error."""
+
+    sweep: str
+    trial_id: str
+    status: str  # "ok" | "failed"
+    task: str
+    model: str  # the zoo or reference-controller name
+    role: str  # Role: "model" | "floor" | "ceiling"
+    variant: str  # what sets this entry apart from others of its model in the sweep ("" when nothing)
+    seed: int
+    config: str  # the trial's spec as JSON: enough to re-run it (--from-row)
+    protocol: str  # resolved protocol as JSON
+    protocol_hash: str
+    error: str | None = None
+    condition: str | None = None  # e.g. "clean", "action_noise=0.2", "camera_shift=4"
+    axis: str | None = None  # the condition field perturbed ("clean", or "combined" for several)
+    magnitude: float | None = None  # that field's value (None for clean and combined)
+    # Every field of tasks.conditions.Condition, by name (tests check they match).
+    action_noise: float | None = None
+    camera_shift: float | None = None
+    camera_rotate: float | None = None
+    camera_zoom: float | None = None
+    sticky_prob: float | None = None
+    brightness: float | None = None
+    hue: float | None = None
+    episodes: int | None = None
+    success_rate: float | None = None
+    success_ci_low: float | None = None  # Wilson 95% interval of success_rate
+    success_ci_high: float | None = None
+    final_distance: float | None = None
+    plan_ms_median: float | None = None
+    plan_ms_p95: float | None = None
+    tokens_per_frame: int | None = None
+    num_params: int | None = None
+    train_steps: int | None = None
+    train_seconds: float | None = None
+    samples_per_s: float | None = None
+    first_loss: float | None = None
+    final_loss: float | None = None
+    latent_eff_rank: float | None = None
+    sigreg_stat: float | None = None
+    probe_r2: float | None = None
+    surprise_auroc: float | None = None
+    solved_starts_resampled: int | None = None
+    dataset_key: str | None = None
+    data_policy: str | None = None  # how the training data was collected, e.g. "expert(noise=0.3)"
+    data_policy_success: float | None = None  # that policy's measured success rate on its own goals
+    case_split: str | None = None  # "heldout" | "train": where the evaluation cases came from
+    encoder: str | None = None  # model.describe(): which weights the encoder has
+    node: str | None = None
+    device: str | None = None
+    peak_mem_mb: float | None = None
+    git_sha: str | None = None
+    versions: str | None = None  # JSON: package -> version
+    packages_hash: str | None = None  # hash of the whole installed package set
+    command: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass
+class EpisodeRow:
+    """One row per evaluation episode; condition rows are aggregates of these."""
+
+    trial_id: str
+    task: str
+    model: str
+    role: str
+    variant: str
+    seed: int
+    condition: str
+    axis: str
+    magnitude: float | None
+    episode: int
+    case_seed: int
+    start: list[float]
+    goal: list[float]
+    success: bool
+    final_distance: float
+    steps: int  # raw steps until first success (or the budget)
+    plan_ms: float | None  # median replanning wall-clock within the episode
+    start_solved: bool
+    protocol_hash: str
+
+
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    datetime: pa.timestamp("us", tz="UTC"),
+    list[float]: pa.list_(pa.float64()),
+}
+
+
+def _arrow_type(hint: Any) -> pa.DataType:
+    """The Arrow type of a field's annotation; ``X | None`` is a nullable X."""
+    if isinstance(hint, types.UnionType):
+        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _arrow_type(inner)
+    return _ARROW_TYPES[hint]
+
+
+def schema_of(row_type: type) -> pa.Schema:
+    """The Parquet schema of a row dataclass: one column per field, in field order."""
+    hints = typing.get_type_hints(row_type)
+    return pa.schema([(f.name, _arrow_type(hints[f.name])) for f in dataclasses.fields(row_type)])
+
+
+CONDITION_SCHEMA = schema_of(ConditionRow)
+EPISODE_SCHEMA = schema_of(EpisodeRow)
 
 TRIALS_DIR = "trials"
 EPISODES_DIR = "episodes"
@@ -107,11 +160,13 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(root)
 
 
-def _table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    unknown = {key for row in rows for key in row} - set(schema.names)
-    if unknown:
-        raise KeyError(f"result rows have columns not in the schema: {sorted(unknown)}")
-    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+def to_table(rows: Sequence[ConditionRow] | Sequence[EpisodeRow], row_type: type) -> pa.Table:
+    """Rows of one dataclass as an Arrow table with that dataclass's schema."""
+    schema = schema_of(row_type)
+    wrong = [type(row).__name__ for row in rows if not isinstance(row, row_type)]
+    if wrong:
+        raise TypeError(f"expected {row_type.__name__} rows, got {wrong[0]}")
+    columns = {name: [getattr(row, name) for row in rows] for name in schema.names}
     return pa.table(columns, schema=schema)
 
 
@@ -126,12 +181,10 @@ def write_atomic(table: pa.Table, root: str, relative_path: str) -> str:
     return path
 
 
-def write_trial(
-    root: str, trial_id: str, conditions: Sequence[dict[str, Any]], episodes: Sequence[dict[str, Any]]
-) -> None:
+def write_trial(root: str, trial_id: str, conditions: Sequence[ConditionRow], episodes: Sequence[EpisodeRow]) -> None:
     """Write one trial's episode rows, then its condition rows (the marker of a finished trial)."""
-    write_atomic(_table(episodes, EPISODE_SCHEMA), root, f"{EPISODES_DIR}/{trial_id}.parquet")
-    write_atomic(_table(conditions, CONDITION_SCHEMA), root, f"{TRIALS_DIR}/{trial_id}.parquet")
+    write_atomic(to_table(episodes, EpisodeRow), root, f"{EPISODES_DIR}/{trial_id}.parquet")
+    write_atomic(to_table(conditions, ConditionRow), root, f"{TRIALS_DIR}/{trial_id}.parquet")
 
 
 def trial_done(root: str, trial_id: str) -> bool:

@@ -1,65 +1,137 @@
-"""The main job: ``python -m harness.sweep.cli SWEEP.yaml [key=value ...] [--address ADDR] [--resume] [--dry-run]``.
+"""Every wmbench command, in one place: ``python -m harness COMMAND ...``.
 
-Loads and validates the sweep, prints the plan, runs it on Ray Tune (local Ray by
-default) and ends with the leaderboard table. A bad key exits 2 before Ray starts.
+    python -m harness run SWEEP.yaml [key=value ...] [--address ADDR] [--resume] [--dry-run] [--strict]
+    python -m harness run --from-row RESULTS_FILE ROW
+    python -m harness leaderboard RESULTS [--out DIR] [--baseline RESULTS]
+    python -m harness surprise SWEEP.yaml [key=value ...]
+    python -m harness stress rarity RESULTS | stress search SWEEP.yaml [--budget N] [--axis NAME=LOW:HIGH]
+    python -m harness replay FAILURES_FILE ROW [--out DIR] [--controller random|oracle]
+
+``python -m harness.run ...`` is ``python -m harness run ...`` (the README's and Makefile's form).
+A user-fixable problem (a bad key, a missing file) prints one line and exits 2 before Ray starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from harness.eval import replay, stress
+from harness.eval.surprise import evaluate_surprise, surprise_table
+from harness.report import leaderboard, results
 from harness.sweep.config import ConfigError, load_sweep
 from harness.sweep.runner import plan_sweep, run_sweep, trial_resources
+from harness.trial.parts import build_trial, trial_data
+from harness.trial.reproduce import RowError, reproduce_row
+from harness.trial.spec import TrialSpec
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.sweep.cli", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", nargs="?", help="a sweep YAML, e.g. sweeps/quickstart.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 seeds=[0]")
-    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start Ray locally)")
-    parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep: skip finished trials")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("--strict", action="store_true", help="exit non-zero if any trial failed")
-    parser.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard at the end")
-    parser.add_argument(
-        "--from-row", nargs=2, metavar=("RESULTS_FILE", "ROW"),
-        help="re-run one row of a trials/*.parquet file from its own fields and check it reproduces",
-    )  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="count", default=1, help="more Ray output")
-    return parser.parse_args(argv)
+DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Parse ``argv`` (command first), run the command, return its exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow the options too (argparse would take them for unknown arguments).
+    if extra and hasattr(args, "overrides") and not any(token.startswith("-") for token in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.command_fn(args)
+    except (ConfigError, RowError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(command_fn=fn)
+        return sub
+
+    run = command("run", _run, "run a sweep on Ray Tune (local Ray by default) and print the leaderboard")
+    run.add_argument("sweep", nargs="?", help="a sweep YAML, e.g. sweeps/quickstart.yaml")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=100 seeds=[0]")
+    run.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start Ray locally)")
+    run.add_argument("--resume", action="store_true", help="finish an interrupted sweep: skip finished trials")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    run.add_argument("--strict", action="store_true", help="exit non-zero if any trial failed")
+    run.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard at the end")
+    run.add_argument(
+        "--from-row", nargs=2, metavar=("RESULTS_FILE", "ROW"),
+        help="re-run one row of a trials/*.parquet file from its own fields and check it reproduces",
+    )  # fmt: skip
+    run.add_argument("-v", "--verbose", action="count", default=1, help="more Ray output")
+
+    board = command("leaderboard", _leaderboard, "compare the models of a results folder (Markdown, HTML, PNG)")
+    board.add_argument("results", help="a results folder written by `run` (holds trials/ and episodes/)")
+    board.add_argument("--out", help="where to write the leaderboard (default: RESULTS/leaderboard/)")
+    board.add_argument("--baseline", help="another results folder to compare against; regressions are marked")
+
+    surprise = command("surprise", _surprise, "surprise at impossible events of every trained model of a sweep")
+    surprise.add_argument("sweep", help="a sweep YAML, e.g. sweeps/quickstart.yaml")
+    surprise.add_argument("overrides", nargs="*", help="key=value overrides, e.g. seeds=[0]")
+    surprise.add_argument("--device", default=DEFAULT_DEVICE)
+
+    stress_parser = command("stress", _stress, "rare-state failure mining: rarity buckets, adversarial search")
+    modes = stress_parser.add_subparsers(dest="mode", required=True)
+    rarity = modes.add_parser("rarity", help="success by rarity bucket from a results folder")
+    rarity.add_argument("root", help="a results folder, e.g. results/robustness")
+    rarity.add_argument("--buckets", type=int, default=4)
+    rarity.add_argument("--k", type=int, default=stress.RARITY_K)
+    search = modes.add_parser("search", help="adversarial search for failures of each trial of a sweep")
+    search.add_argument("sweep", help="a sweep YAML, e.g. sweeps/stress.yaml")
+    search.add_argument("overrides", nargs="*", help="key=value overrides of the sweep")
+    search.add_argument("--budget", type=int, default=32, help="search trials per sweep trial")
+    search.add_argument("--repeats", type=int, default=2, help="episodes (fresh noise) per search trial")
+    search.add_argument("--axis", action="append", default=[], metavar="NAME=LOW:HIGH",
+                        help=f"a perturbation bound (repeatable); default {stress.DEFAULT_AXES}")  # fmt: skip
+    search.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else local Ray)")
+    search.add_argument("--device", default=DEFAULT_DEVICE)
+
+    replayed = command("replay", _replay, "replay one mined failure case and draw it as an image strip")
+    replayed.add_argument("file", help="a failures Parquet file, e.g. results/stress/failures/<trial>.parquet")
+    replayed.add_argument("row", type=int, help="the row to replay (0 = the hardest case found)")
+    replayed.add_argument("--out", default=".", help="folder for the image strip (default: here)")
+    replayed.add_argument("--controller", choices=("random", "oracle"), help="replay with a reference controller")
+    return parser
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.from_row:
         return _reproduce(*args.from_row)
     if not args.sweep:
-        print("error: give a sweep YAML (or --from-row RESULTS_FILE ROW)", file=sys.stderr)
-        return 2
-    try:
-        sweep = load_sweep(args.sweep, args.overrides)
-        plan = plan_sweep(sweep)
-        if plan.done and not args.resume and not args.dry_run:
-            raise ConfigError(
-                f"{plan.root} already holds {len(plan.done)} finished trial(s) of this sweep; "
-                "pass --resume to run only the rest, or set results_dir=... for a fresh folder"
-            )
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ConfigError("give a sweep YAML (or --from-row RESULTS_FILE ROW)")
+    sweep = load_sweep(args.sweep, args.overrides)
+    plan = plan_sweep(sweep)
+    if plan.done and not args.resume and not args.dry_run:
+        raise ConfigError(
+            f"{plan.root} already holds {len(plan.done)} finished trial(s) of this sweep; "
+            "pass --resume to run only the rest, or set results_dir=... for a fresh folder"
+        )
     print(plan.describe(trial_resources(sweep, 0) if args.dry_run else {"cpu": sweep.resources.cpu}))
     if args.dry_run:
         return 0
     failed = 0
     if plan.pending:
-        try:
-            outcome = run_sweep(sweep, plan, address=args.address, verbose=args.verbose)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        outcome = run_sweep(sweep, plan, address=args.address, verbose=args.verbose)
         print(outcome.describe())
         failed = outcome.failed
     failed += _finish(plan.root, show_leaderboard=not args.no_leaderboard)
@@ -68,31 +140,127 @@ def main(argv: list[str] | None = None) -> int:
 
 def _reproduce(path: str, row: str) -> int:
     """--from-row: exit 0 when the re-run lands inside the recorded interval, 1 when not, 2 on bad input."""
-    from harness.trial.reproduce import reproduce_row
-
-    try:
-        outcome = reproduce_row(path, int(row))
-    except (ConfigError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if not row.isdigit():
+        raise RowError(f"ROW must be a row number, got {row!r}")
+    outcome = reproduce_row(path, int(row))
     print(outcome.describe())
     return 0 if outcome.within_interval else 1
 
 
 def _finish(root: str, show_leaderboard: bool) -> int:
     """Print where the rows are (and the leaderboard); returns the number of failed trials."""
-    from harness.report import results
-
     rows = results.load(root)
     failed = rows[rows["status"] == "failed"]
     print(f"{len(rows)} condition rows from {rows['trial_id'].nunique()} trials in {root}/trials/")
     for _, row in failed.drop_duplicates("trial_id").iterrows():
         print(f"FAILED {row['trial_id']}: {str(row['error']).splitlines()[0]}", file=sys.stderr)
     if show_leaderboard:
-        from harness.report import leaderboard
-
-        leaderboard.main([root])
+        _print_leaderboard(root, out=None, baseline=None)
     return failed["trial_id"].nunique()
+
+
+# --- leaderboard ----------------------------------------------------------------------------------
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    return _print_leaderboard(args.results, args.out, args.baseline)
+
+
+def _print_leaderboard(root: str, out: str | None, baseline: str | None) -> int:
+    try:
+        board = leaderboard.build(root, baseline)
+    except leaderboard.NoResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for warning in board.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    written = leaderboard.write(board, out if out is not None else leaderboard.default_output_dir(root))
+    print(written["markdown"].read_text(encoding="utf-8"))
+    print(f"Wrote {written['markdown']} and {written['html']}", file=sys.stderr)
+    return 0
+
+
+# --- surprise, stress, replay: the eval libraries over a sweep's trials ---------------------------
+
+
+def _model_trials(sweep_file: str, overrides: list[str]) -> list[TrialSpec]:
+    """The sweep's trials of zoo models (reference controllers have no latent to be surprised in)."""
+    return [spec for spec in plan_sweep(load_sweep(sweep_file, overrides)).trials if spec.role == "model"]
+
+
+def _surprise(args: argparse.Namespace) -> int:
+    for spec in _model_trials(args.sweep, args.overrides):
+        parts = build_trial(spec, args.device)
+        figures = evaluate_surprise(
+            parts.model, parts.task, parts.heldout, seed=spec.seed, device=args.device,
+            frameskip=parts.protocol.frameskip,
+        )  # fmt: skip
+        print(surprise_table(f"{spec.task.name} {spec.model.name} seed {spec.seed}", figures))
+    return 0
+
+
+def _stress(args: argparse.Namespace) -> int:
+    if args.mode == "rarity":
+        return _rarity(args)
+    axes = dict(stress.DEFAULT_AXES)
+    for bound in args.axis:
+        name, _, span = bound.partition("=")
+        low, _, high = span.partition(":")
+        try:
+            axes[name] = (float(low), float(high))
+        except ValueError:
+            raise ConfigError(f"--axis {bound!r} must be NAME=LOW:HIGH, e.g. action_noise=0:0.4") from None
+    plan = plan_sweep(load_sweep(args.sweep, args.overrides))
+    for spec in plan.trials:
+        parts = build_trial(spec, args.device)
+        target = stress.SearchTarget(
+            spec.trial_id, spec.to_json(), spec.seed, parts.task, parts.protocol, parts.controller,
+            parts.case_source, _flat_states(parts.train.states), args.device,
+        )  # fmt: skip
+        storage = str(Path(plan.root.split("://")[-1], "ray"))
+        rows = stress.adversarial_search(
+            target, args.budget, args.repeats, axes, seed=spec.seed, storage_path=storage, address=args.address
+        )
+        path = stress.write_failures(rows, plan.root, spec.trial_id)
+        print(f"{spec.trial_id}: {int((~rows['success']).sum())} of {len(rows)} searched episodes failed -> {path}")
+    return 0
+
+
+def _rarity(args: argparse.Namespace) -> int:
+    def training_states(row: pd.Series) -> np.ndarray:
+        return _flat_states(trial_data(TrialSpec.from_dict(json.loads(row["config"]))).train.states)
+
+    episodes, trials = results.load(args.root, results.EPISODES_DIR), results.load(args.root)
+    _, summary = stress.rarity_table(episodes, trials, training_states, args.k, args.buckets)
+    path = results.write_atomic(pa.Table.from_pandas(summary, preserve_index=False), args.root, "rarity.parquet")
+    with pd.option_context("display.width", 160, "display.max_rows", 500):
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"written to {path}")
+    return 0
+
+
+def _flat_states(states: np.ndarray) -> np.ndarray:
+    """(E, L+1, S) -> (E·(L+1), S): every state of a collection, the reference rarity is measured against."""
+    return states.reshape(-1, states.shape[-1])
+
+
+def _replay(args: argparse.Namespace) -> int:
+    rows = pd.read_parquet(args.file)
+    if not 0 <= args.row < len(rows):
+        raise RowError(f"row {args.row} is out of range; {args.file} has rows 0..{len(rows) - 1}")
+    row = rows.iloc[args.row]
+    parts = build_trial(TrialSpec.from_dict(json.loads(row["config"])), controller=args.controller)
+    result, frames, condition = replay.replay(row, parts.task, parts.protocol, parts.controller)
+    who = args.controller or row["model"]
+    print(
+        f"{row['task']} {who} seed {row['seed']} case {row['case_seed']} under {condition.name}: "
+        f"success {result.success} (recorded {bool(row['success'])}), final distance {result.final_distance:.3f} "
+        f"(recorded {row['final_distance']:.3f})"
+    )
+    name = f"{row['trial_id'] or row['task']}-row{args.row}{'-' + args.controller if args.controller else ''}.png"
+    title = f"{row['task']} · {who} · {condition.name} · success {result.success}"
+    print(f"image strip: {replay.save_strip(frames, Path(args.out) / name, title)}")
+    return 0
 
 
 if __name__ == "__main__":

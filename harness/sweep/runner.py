@@ -17,8 +17,9 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from harness.report import results
-from harness.sweep.config import ConfigError, SweepConfig, expand_trials, set_dotted
-from harness.trial.trial import execute_trial, trial_configs, trial_id
+from harness.sweep.config import ConfigError, SweepConfig, expand_trials
+from harness.trial.spec import TrialSpec
+from harness.trial.trial import execute_trial
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,13 @@ class SweepPlan:
     """What a sweep will do, printed before it runs (and all that ``--dry-run`` does)."""
 
     root: str
-    trials: list[dict[str, Any]]
-    done: list[str]
+    trials: list[TrialSpec]
+    done: list[str]  # trial ids with results already
     searched: bool  # an Optuna search: trials are proposed as it runs
 
     @property
-    def pending(self) -> list[dict[str, Any]]:
-        return [t for t in self.trials if t["trial_id"] not in self.done]
+    def pending(self) -> list[TrialSpec]:
+        return [t for t in self.trials if t.trial_id not in self.done]
 
     def describe(self, resources: dict[str, float]) -> str:
         lines = [f"results: {self.root}", f"resources per trial: {resources}"]
@@ -42,8 +43,8 @@ class SweepPlan:
             lines.append(f"search: {len(self.trials)} base trial(s), each searched by Optuna")
         lines.append(f"trials: {len(self.trials)} ({len(self.done)} finished, {len(self.pending)} to run)")
         for trial in self.trials:
-            state = "done" if trial["trial_id"] in self.done else "todo"
-            lines.append(f"  [{state}] {trial['trial_id']}")
+            state = "done" if trial.trial_id in self.done else "todo"
+            lines.append(f"  [{state}] {trial.trial_id}")
         return "\n".join(lines)
 
 
@@ -61,10 +62,11 @@ def results_root(sweep: SweepConfig) -> str:
     return str(Path(sweep.results_dir).resolve())
 
 
-def plan_sweep(sweep: SweepConfig, device: str = "cpu") -> SweepPlan:
+def plan_sweep(sweep: SweepConfig) -> SweepPlan:
+    """The sweep's trials and which of them already have results."""
     root = results_root(sweep)
-    trials = trial_configs(expand_trials(sweep), root, device)
-    done = [t["trial_id"] for t in trials if results.trial_done(root, t["trial_id"])]
+    trials = expand_trials(sweep)
+    done = [t.trial_id for t in trials if results.trial_done(root, t.trial_id)]
     return SweepPlan(root, trials, done, searched=bool(sweep.search.space))
 
 
@@ -81,30 +83,26 @@ def trial_resources(sweep: SweepConfig, cluster_gpus: float) -> dict[str, float]
     return {"cpu": sweep.resources.cpu, "gpu": gpus}
 
 
-def _trainable(config: dict[str, Any], trials: dict[str, dict[str, Any]]) -> None:
+def _trainable(config: dict[str, Any], trials: dict[str, TrialSpec], root: str) -> None:
     """The Ray Tune function trainable: one trial, reporting progress, then its summary."""
     import ray
     from ray import tune
 
-    trial = dict(trials[config["trial_id"]])
-    for key, value in config.get("searched", {}).items():
-        set_dotted(trial, key, value)
+    spec = trials[config["trial_id"]]
     if "searched" in config:
-        trial["trial_id"] = trial_id(trial)
-    trial["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
-    trial["devices"] = max(1, len(ray.get_gpu_ids()))
+        spec = spec.with_values(config["searched"])  # a searched sample is a trial of its own id
+    gpus = ray.get_gpu_ids()
 
     def report(metrics: dict[str, Any]) -> None:
         tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
 
     started = time.perf_counter()
-    rows = execute_trial(trial, trial["results_root"], report=report)
-    ok = [r for r in rows if r["status"] == "ok"]
-    clean = ok[0] if ok else {}
+    rows = execute_trial(spec, root, device="cuda" if gpus else "cpu", world_size=max(1, len(gpus)), report=report)
+    ok = [r for r in rows if r.status == "ok"]
     tune.report(
         {
             "status_ok": float(bool(ok)),
-            "success_rate": float(clean.get("success_rate", 0.0)),
+            "success_rate": float(ok[0].success_rate) if ok else 0.0,
             "trial_seconds": time.perf_counter() - started,
         }
     )
@@ -146,8 +144,8 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
             f"resources.cpu is {resources['cpu']} but this machine's Ray has {cpus:g} CPU(s): no trial could "
             f"start; pass resources.cpu={max(int(cpus), 1)} (or run on a cluster with --address)"
         )
-    by_id = {trial["trial_id"]: trial for trial in plan.trials}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id), resources)
+    by_id = {trial.trial_id: trial for trial in plan.trials}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id, root=plan.root), resources)
     run_config = tune.RunConfig(
         name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=f"{plan.root.rstrip('/')}/ray" if "://" in plan.root else str(Path(plan.root, "ray")),
@@ -157,7 +155,7 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
     if plan.searched:
         tuner = _search_tuner(sweep, plan, trainable, run_config)
     else:
-        param_space = {"trial_id": tune.grid_search([trial["trial_id"] for trial in plan.pending])}
+        param_space = {"trial_id": tune.grid_search([trial.trial_id for trial in plan.pending])}
         tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config)
     grid = tuner.fit()
     frame = grid.get_dataframe()
@@ -184,7 +182,7 @@ def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config):
     searcher = OptunaSearch(metric=sweep.search.metric, mode=sweep.search.mode)
     return tune.Tuner(
         trainable,
-        param_space={"trial_id": plan.trials[0]["trial_id"], "searched": space},
+        param_space={"trial_id": plan.trials[0].trial_id, "searched": space},
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=sweep.search.num_samples),
         run_config=run_config,
     )

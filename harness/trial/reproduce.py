@@ -1,6 +1,6 @@
 """Re-run one result row from its own fields and say whether the figure reproduces.
 
-Every condition row carries its whole trial config (JSON); this rebuilds that trial
+Every condition row carries its whole trial spec (JSON); this rebuilds that trial
 for that one condition (the dataset and checkpoint caches make it cheap when they
 are still there) and compares the new success rate with the row's 95% interval.
 """
@@ -11,10 +11,14 @@ import json
 from dataclasses import dataclass
 
 import pyarrow.parquet as pq
+import torch
 
-from harness.sweep.config import ConfigError
+from harness.trial.spec import TrialSpec
 from harness.trial.trial import run_trial
-from tasks.conditions import Condition
+
+
+class RowError(ValueError):
+    """The results file or row cannot be re-run (user-fixable: another file or row)."""
 
 
 @dataclass
@@ -44,21 +48,20 @@ def reproduce_row(path: str, row: int) -> Reproduction:
     try:
         table = pq.read_table(path).to_pandas()
     except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read results file {path!r}: {error}") from None
+        raise RowError(f"cannot read results file {path!r}: {error}") from None
     if not 0 <= row < len(table):
-        raise ConfigError(f"{path} has rows 0..{len(table) - 1}; row {row} does not exist")
+        raise RowError(f"{path} has rows 0..{len(table) - 1}; row {row} does not exist")
     record = table.iloc[row]
     if record["status"] != "ok":
-        raise ConfigError(f"row {row} of {path} is a failed trial; there is no figure to reproduce")
-    config = json.loads(record["config"])
-    specs = [spec for spec in config["conditions"] if Condition(**spec).name == record["condition"]]
-    config["conditions"] = specs[:1]
-    config["device"] = "cpu" if record["device"].startswith("cpu") else config.get("device", "cpu")
-    rows, _ = run_trial(config)
+        raise RowError(f"row {row} of {path} is a failed trial; there is no figure to reproduce")
+    spec = TrialSpec.from_dict(json.loads(record["config"]))
+    (condition,) = [c for c in spec.conditions if c.name == record["condition"]]
+    device = "cuda" if record["device"].startswith("cuda") and torch.cuda.is_available() else "cpu"
+    rows, _ = run_trial(spec.with_condition(condition), device)
     return Reproduction(
         trial_id=record["trial_id"],
         condition=record["condition"],
         recorded=float(record["success_rate"]),
         interval=(float(record["success_ci_low"]), float(record["success_ci_high"])),
-        reproduced=float(rows[0]["success_rate"]),
+        reproduced=float(rows[0].success_rate),
     )

@@ -1,46 +1,37 @@
-"""One training loop for every zoo model, with collapse diagnostics and a checkpoint cache.
+"""One training loop for every zoo model, on one process or as one rank of a DDP group, with collapse diagnostics.
 
-The loop follows LeWM's released recipe (REFERENCE.md, "Optimisation"): AdamW, linear
-warm-up over the first 1% of steps then cosine decay, gradient clipping at 1.0, bf16
+The loop follows LeWM's released recipe (REFERENCE.md, "Optimisation (released code)"): AdamW,
+linear warm-up over the first 1% of steps then cosine decay, gradient clipping at 1.0, bf16
 autocast on GPU. Every ``log_every`` steps it records each term of ``model.loss``, the
 throughput and three collapse diagnostics of the latents. A loss that turns NaN or inf
 raises :class:`TrainingDiverged`, which the trial turns into a ``failed`` row.
 
-Train once, evaluate many (DESIGN.md): :func:`load_or_train` keys a checkpoint by a hash
-of everything that determines the weights, so the same request never trains twice.
+Multi-GPU training is an argument of the same loop, as in nanoGPT: given a
+:class:`DistributedContext`, each process trains on its share of every global batch, DDP
+averages the gradients, SIGReg is formed on the global batch (DESIGN.md "Rules") and the
+loss terms are averaged over the group. harness/trial/distributed.py starts the processes.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
-import functools
-import hashlib
-import json
 import logging
 import math
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
+import torch.distributed as dist
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from models.blocks.sigreg import sigreg
-from models.registry import build_model
+from models.blocks.sigreg import SIGReg, sigreg
 from models.world_model import WorldModel
-from tasks.data import cache_root
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 2  # bump when the layout or the loop's semantics change (2: logging draws no RNG)
-# TrainConfig fields that cannot change the trained weights; left out of checkpoint keys.
-BOOKKEEPING_FIELDS = ("log_every", "num_workers")
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,19 +45,49 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; defaults are LeWM's released ones (REFERENCE.md, "Optimisation")."""
+    """Training settings (the sweep YAML's ``train:`` block); defaults are LeWM's released ones.
 
-    steps: int = 10_000
-    batch_size: int = 128  # released code
+    REFERENCE.md, "Optimisation (released code)". The seed is the trial's and is passed to
+    :func:`train` on its own.
+    """
+
+    steps: int = 10_000  # ours: the paper trains 10 epochs per environment, which depends on the dataset size
+    batch_size: int = 128  # released code; the global batch when training over several processes
+    num_frames: int = 4  # frames per training window, history + prediction (LeWM: 4)
     lr: float = 5e-5  # released code; tiny models on a CPU need ~1e-3 to move within minutes
     weight_decay: float = 1e-3  # released code (AdamW)
     warmup_frac: float = 0.01  # released code: linear warm-up over 1% of steps, then cosine
-    grad_clip: float = 1.0  # released code
-    log_every: int = 100
+    grad_clip: float = 1.0  # released code; 0 turns clipping off
     bf16: bool = True  # released code trains in bf16; applied on CUDA only
-    compile: bool = False  # torch.compile the model (GPU runs)
-    num_workers: int = 0
-    seed: int = 0
+    compile: bool = False  # ours: torch.compile the model (GPU runs)
+    log_every: int = 100  # ours: bookkeeping, does not change the weights
+    num_workers: int = 0  # ours: DataLoader processes, does not change the weights
+
+    def __post_init__(self) -> None:
+        minimums = {"steps": 1, "batch_size": 1, "log_every": 1, "num_workers": 0, "num_frames": 2}
+        for name, least in minimums.items():
+            if getattr(self, name) < least:
+                raise ValueError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"train.weight_decay must be zero or positive, got {self.weight_decay}")
+        if not 0 <= self.warmup_frac <= 1:
+            raise ValueError(f"train.warmup_frac must lie in [0, 1], got {self.warmup_frac}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"train.grad_clip must be zero (no clipping) or positive, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in an initialised process group: :func:`train` runs as rank ``rank`` of ``world_size``."""
+
+    rank: int
+    world_size: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must lie in [0, world_size), got rank {self.rank} of {self.world_size}")
 
 
 @dataclass
@@ -75,7 +96,7 @@ class TrainStats:
 
     steps: int
     seconds: float
-    samples_per_s: float  # training windows per second, diagnostics excluded
+    samples_per_s: float  # training windows per second (the whole group's), diagnostics excluded
     first_loss: float
     final_loss: float  # mean over the last FINAL_WINDOW steps
     history: list[dict[str, float]] = field(default_factory=list)
@@ -108,6 +129,16 @@ def latent_diagnostics(z: Tensor) -> dict[str, float]:
     }
 
 
+@torch.no_grad()
+def latent_batch_diagnostics(model: WorldModel, batch: dict[str, Tensor]) -> dict[str, float]:
+    """Collapse diagnostics of the encoder's latents for one batch, in eval mode."""
+    was_training = model.training
+    model.eval()
+    z = model.encode(batch["pixels"])  # (B, T, N, D)
+    model.train(was_training)
+    return latent_diagnostics(rearrange(z, "b t n d -> (b t n) d"))
+
+
 def lr_factor(step: int, steps: int, warmup_frac: float) -> float:
     """Linear warm-up over ``warmup_frac`` of the steps, then cosine decay to zero."""
     warmup = max(1, round(warmup_frac * steps))
@@ -117,26 +148,50 @@ def lr_factor(step: int, steps: int, warmup_frac: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def local_batch_size(cfg: TrainConfig, num_windows: int, world_size: int) -> int:
+    """Each process's share of the global batch; raises ValueError when the batch or the data cannot be split."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    if cfg.batch_size % world_size:
+        raise ValueError(f"the batch size {cfg.batch_size} must divide evenly over {world_size} processes")
+    if num_windows < world_size:
+        raise ValueError(f"the training dataset has {num_windows} windows, fewer than {world_size} processes")
+    return cfg.batch_size // world_size
+
+
 def infinite_batches(
-    dataset: torch.utils.data.Dataset, cfg: TrainConfig, device: torch.device
+    dataset: Dataset, cfg: TrainConfig, device: torch.device, seed: int, context: DistributedContext | None = None
 ) -> Iterator[dict[str, Tensor]]:
-    """Shuffled batches forever, reshuffled every epoch from the run's seed."""
+    """Shuffled batches forever, reshuffled every epoch from the run's seed; with a context, this rank's share."""
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty; collect more episodes or use shorter windows")
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(
+    if context is None:
+        sampler, batch_size = None, cfg.batch_size
+        drop_last = len(dataset) >= batch_size
+    else:  # disjoint shares of one global permutation, the same on every rank
+        batch_size = local_batch_size(cfg, len(dataset), context.world_size)
+        sampler = DistributedSampler(
+            dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        drop_last = len(sampler) >= batch_size
+    loader = DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= cfg.batch_size,
+        batch_size=batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
         num_workers=cfg.num_workers,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
     )
+    epoch = 0
     while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         for batch in loader:
             yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
+        epoch += 1
 
 
 FINAL_WINDOW = 20  # steps averaged into TrainStats.final_loss, whatever log_every is (a tenth of short runs)
@@ -183,27 +238,78 @@ def log_due(step: int, cfg: TrainConfig) -> bool:
     return (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
 
 
+class _LossForward(nn.Module):
+    """Makes ``model.loss`` the forward pass, so DDP's gradient hooks see every step."""
+
+    def __init__(self, model: WorldModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.model.loss(batch)
+
+
+def enable_sigreg_all_reduce(model: nn.Module) -> int:
+    """Switch every SIGReg module inside ``model`` to the global-batch statistic; returns how many."""
+    regularisers = [module for module in model.modules() if isinstance(module, SIGReg)]
+    for regulariser in regularisers:
+        regulariser.all_reduce = True
+    return len(regularisers)
+
+
+def group_means(terms: dict[str, Tensor], context: DistributedContext | None) -> dict[str, float]:
+    """Each loss term as a float; with a context, its mean over the group (one divergence verdict, one log)."""
+    if context is None:
+        return {name: float(term.detach()) for name, term in terms.items()}
+    names = sorted(terms)
+    means = torch.stack([terms[name].detach().float() for name in names])
+    dist.all_reduce(means)
+    return dict(zip(names, (means / context.world_size).tolist(), strict=True))
+
+
 def train(
     model: WorldModel,
-    dataset: torch.utils.data.Dataset,
+    dataset: Dataset,
     cfg: TrainConfig,
     device: torch.device | str,
+    seed: int,
     log_fn: Callable[[dict[str, float]], None] | None = None,
+    context: DistributedContext | None = None,
 ) -> TrainStats:
-    """Train ``model`` on windows from ``dataset`` for ``cfg.steps`` steps; ``log_fn`` gets every log record."""
-    if cfg.steps < 1:
-        raise ValueError(f"TrainConfig.steps must be at least 1, got {cfg.steps}")
+    """Train ``model`` in place on windows from ``dataset`` for ``cfg.steps`` steps; ``log_fn`` gets every record.
+
+    With ``context`` (an initialised process group), this process trains rank ``context.rank``'s
+    share of every global batch of ``cfg.batch_size`` windows; the returned stats hold the
+    group's mean losses, and the log records, diagnostics and ``log_fn`` calls are rank 0's.
+    """
     device = torch.device(device)
-    torch.manual_seed(cfg.seed)
+    frames = dataset[0]["pixels"].shape[0] if len(dataset) else cfg.num_frames  # (T, 3, H, W)
+    if frames != cfg.num_frames:
+        raise ValueError(f"train.num_frames is {cfg.num_frames}, but the dataset's windows hold {frames} frames")
+    rank, world_size = (context.rank, context.world_size) if context is not None else (0, 1)
+    torch.manual_seed(seed)
+    if context is not None:
+        if enable_sigreg_all_reduce(model) == 0:
+            logger.info("%s holds no SIGReg module: nothing to all-reduce beyond the gradients", type(model).__name__)
+        if device.type == "cuda":
+            # BatchNorm statistics of the global batch too; SyncBatchNorm keeps BatchNorm's state-dict keys.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     model.prepare(dataset)
     model.train()
-    step_fn = torch.compile(model.loss) if cfg.compile else model.loss
+    if context is None:
+        step_fn = torch.compile(model.loss) if cfg.compile else model.loss
+    else:
+        wrapped = DistributedDataParallel(
+            _LossForward(model), device_ids=[device.index] if device.type == "cuda" else None
+        )
+        torch.manual_seed(seed + rank)  # dropout masks differ across ranks, as for independent samples
+        step_fn = torch.compile(wrapped) if cfg.compile else wrapped
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg.steps, cfg.warmup_frac))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
-    batches = infinite_batches(dataset, cfg, device)
+    batches = infinite_batches(dataset, cfg, device, seed, context)
 
     history: list[dict[str, float]] = []
     interval = LogInterval(cfg.steps)
@@ -216,32 +322,39 @@ def train(
         batch = next(batches)
         with autocast:
             terms = step_fn(batch)
-        loss = terms["loss"]
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingDiverged(step, value)
+        means = group_means(terms, context)
+        if not math.isfinite(means["loss"]):
+            raise TrainingDiverged(step, means["loss"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        terms["loss"].backward()  # under DDP the gradients are averaged across the ranks here
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
         optimizer.step()
         scheduler.step()
         if step == 0:
-            first_loss = value
-        interval.add({name: float(term.detach()) for name, term in terms.items()}, len(batch["pixels"]))
+            first_loss = means["loss"]
+        interval.add(means, len(batch["pixels"]) * world_size)
         train_seconds += time.perf_counter() - step_began
 
         if log_due(step, cfg):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             record = interval.flush(step + 1, scheduler.get_last_lr()[0])
-            diagnostics = latent_batch_diagnostics(model, batch)
-            record |= diagnostics
-            history.append(record)
-            logger.info("step %d: %s", step + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
-            if log_fn is not None:
-                log_fn(record)
+            if rank == 0:  # rank 0's share of the batch; no collectives inside
+                diagnostics = latent_batch_diagnostics(model, batch)
+                record |= diagnostics
+                history.append(record)
+                logger.info(
+                    "step %d: %s", step + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step")
+                )
+                if log_fn is not None:
+                    log_fn(record)
 
+    if context is not None:
+        # BatchNorm running statistics were updated on each rank's share in the last forward;
+        # take rank 0's everywhere so that every replica ends with the same state.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     seconds = time.perf_counter() - began
     return TrainStats(
         steps=cfg.steps,
@@ -252,120 +365,3 @@ def train(
         history=history,
         diagnostics=diagnostics,
     )
-
-
-@torch.no_grad()
-def latent_batch_diagnostics(model: WorldModel, batch: dict[str, Tensor]) -> dict[str, float]:
-    """Collapse diagnostics of the encoder's latents for one batch, in eval mode."""
-    was_training = model.training
-    model.eval()
-    z = model.encode(batch["pixels"])  # (B, T, N, D)
-    model.train(was_training)
-    return latent_diagnostics(rearrange(z, "b t n d -> (b t n) d"))
-
-
-def checkpoint_key(
-    model_name: str,
-    size: str,
-    model_config: dict[str, Any],
-    dataset_key: str,
-    cfg: TrainConfig,
-    image_size: int | None = None,
-    action_dim: int | None = None,
-) -> str:
-    """sha256 of a canonical JSON of everything that determines the trained weights.
-
-    ``model_config`` is the model's resolved config, so an edited size preset never loads
-    weights trained under the old one, and an override equal to the preset changes nothing.
-    """
-    train_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BOOKKEEPING_FIELDS}
-    recipe = {
-        "format": CHECKPOINT_FORMAT,
-        "model": model_name,
-        "size": size,
-        "image_size": image_size,
-        "action_dim": action_dim,
-        "model_config": model_config,
-        "dataset": dataset_key,
-        "train": train_fields,
-    }
-    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def resolved_config(model: WorldModel) -> dict[str, Any]:
-    """The model's full config as a dict: what its builder made of the size preset and overrides."""
-    if not dataclasses.is_dataclass(model.config):
-        raise TypeError(f"{type(model).__name__}.config must be its config dataclass, got {model.config!r}")
-    return dataclasses.asdict(model.config)
-
-
-def load_or_train(
-    model_name: str,
-    size: str,
-    image_size: int,
-    action_dim: int,
-    overrides: dict[str, Any],
-    dataset: torch.utils.data.Dataset,
-    dataset_key: str,
-    cfg: TrainConfig,
-    device: torch.device | str,
-    log_fn: Callable[[dict[str, float]], None] | None = None,
-    world_size: int = 1,
-) -> tuple[WorldModel, TrainStats]:
-    """The trained model (in eval mode) and its stats: from the checkpoint cache, else trained and cached.
-
-    Checkpoints live in ``cache_root()/checkpoints/<key>.pt`` as ``{state_dict, config, stats}``,
-    written atomically and read back with ``weights_only=True``. With ``world_size`` > 1 the
-    model trains over that many processes with DDP (harness/distributed.py; SIGReg all-reduced).
-    """
-    model = build_model(model_name, size, image_size, action_dim, **overrides)
-    key = checkpoint_key(model_name, size, resolved_config(model), dataset_key, cfg, image_size, action_dim)
-    if world_size > 1:  # a different batch split is a different recipe
-        key = hashlib.sha256(f"{key}:ddp{world_size}".encode()).hexdigest()
-    path = cache_root() / "checkpoints" / f"{key}.pt"
-    if path.exists():
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(checkpoint["state_dict"])
-            logger.info("loaded cached checkpoint %s", path)
-            return model.to(device).eval(), TrainStats(**checkpoint["stats"])
-        except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as error:
-            logger.warning("checkpoint %s cannot be read (%s); training again", path, error)
-            model = build_model(model_name, size, image_size, action_dim, **overrides)
-
-    if world_size > 1:
-        from harness.trial.distributed import train_ddp
-
-        builder = functools.partial(build_model, model_name, size, image_size, action_dim, **overrides)
-        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-        state, stats = train_ddp(builder, dataset, cfg, world_size, backend)
-        model.load_state_dict(state)
-        model.to(device)
-        for record in stats.history if log_fn is not None else []:
-            log_fn(record)
-    else:
-        stats = train(model, dataset, cfg, device, log_fn)
-    config = {
-        "model": model_name,
-        "size": size,
-        "image_size": image_size,
-        "action_dim": action_dim,
-        "overrides": json.loads(json.dumps(overrides, default=str)),
-        "dataset_key": dataset_key,
-        "train": dataclasses.asdict(cfg),
-    }
-    state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    _save_atomic({"state_dict": state_dict, "config": config, "stats": dataclasses.asdict(stats)}, path)
-    return model.eval(), stats
-
-
-def _save_atomic(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temp file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -23,12 +23,14 @@ deterministic; in training mode it is a straight-through sample.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from models.blocks.conv import ConvDecoder, ConvEncoder
 from models.presets import resolve_config
 from models.world_model import WorldModel
 
@@ -54,70 +56,13 @@ class DreamerConfig:
     # alone. A frame encoded alone has h = h_0, so in "features" the goal's h is h_0 and the cost
     # also measures how far an imagined h_H strays from h_0; "stochastic" leaves that term out.
     plan_latent: str = "features"
-    history: int = 1  # the filtered features of the current frame summarise the past
+    history: int = 1  # the filtered features of the current frame summarise the past, whatever the protocol's
 
 
-PRESETS: dict[str, DreamerConfig] = {
+SIZES: dict[str, DreamerConfig] = {
     "tiny": DreamerConfig(cnn_depth=8, deter=64, hidden=64, stoch=16, classes=16),
     "paper": DreamerConfig(),
 }
-
-
-def conv_stages(image_size: int) -> int:
-    """Stride-2 stages that halve ``image_size`` down to a 4–7 pixel map (64 -> 4, 96 -> 6, 224 -> 7)."""
-    stages = 0
-    while image_size % 2 == 0 and image_size // 2 >= 4:
-        image_size //= 2
-        stages += 1
-    return stages
-
-
-class ConvEncoder(nn.Module):
-    """Stride-2 convolutions (kernel 4), each followed by layer norm and SiLU, then flattened.
-
-    Channels double per stage from ``depth``, up to 8 × depth.
-    """
-
-    def __init__(self, image_size: int, depth: int, stages: int | None = None) -> None:
-        super().__init__()
-        stages = conv_stages(image_size) if stages is None else stages
-        if stages < 1 or image_size % 2**stages:
-            raise ValueError(f"image_size {image_size} must be divisible by 2**cnn_stages = {2**stages}")
-        self.widths = [depth * 2 ** min(stage, 3) for stage in range(stages)]
-        layers, channels = [], 3
-        for width in self.widths:
-            layers += [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.GroupNorm(1, width), nn.SiLU()]
-            channels = width
-        self.net = nn.Sequential(*layers)
-        self.out_channels = channels
-        self.out_size = image_size // 2**stages
-        self.embed_dim = channels * self.out_size**2
-
-    def forward(self, pixels: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, E)."""
-        return self.net(pixels - 0.5).flatten(1)
-
-
-class ConvDecoder(nn.Module):
-    """The encoder's mirror: a linear map to the smallest feature map, then stride-2 transposed convs."""
-
-    def __init__(self, feature_dim: int, encoder: ConvEncoder) -> None:
-        super().__init__()
-        self.start_channels, self.start_size = encoder.out_channels, encoder.out_size
-        self.project = nn.Linear(feature_dim, encoder.embed_dim)
-        layers, channels = [], encoder.out_channels
-        for width in reversed(encoder.widths[:-1]):
-            layers += [nn.ConvTranspose2d(channels, width, 4, stride=2, padding=1), nn.GroupNorm(1, width), nn.SiLU()]
-            channels = width
-        layers.append(nn.ConvTranspose2d(channels, 3, 4, stride=2, padding=1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, features: Tensor) -> Tensor:
-        """(B, F) -> reconstructed frames (B, 3, H, W), centred on 0.5 like the input."""
-        grid = rearrange(
-            self.project(features), "b (c h w) -> b c h w", c=self.start_channels, h=self.start_size, w=self.start_size
-        )
-        return self.net(grid) + 0.5
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -272,10 +217,10 @@ def _categorical_kl(p: Tensor, q: Tensor) -> Tensor:
     return (p * (p.log() - q.log())).sum(dim=(-2, -1))
 
 
-def build(size: str, image_size: int, action_dim: int, history: int = 1, **overrides) -> DreamerWM:
+def build(size: str, image_size: int, action_dim: int, *, history: int, **overrides: Any) -> DreamerWM:
     """The zoo builder: a preset ("tiny" or "paper") at the task's image size and action width.
 
     ``history`` is not used: the model plans from its current state, which summarises the past.
     """
-    config = resolve_config("dreamer", PRESETS, size, image_size=image_size, action_dim=action_dim, **overrides)
+    config = resolve_config("dreamer", SIZES, size, image_size=image_size, action_dim=action_dim, **overrides)
     return DreamerWM(config)

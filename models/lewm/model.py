@@ -18,13 +18,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from models.blocks.imagenet import ImageNetNormalise
 from models.blocks.sigreg import SIGReg
 from models.blocks.vit import ConditionedBlock, ViTEncoder
 from models.presets import resolve_config
 from models.world_model import WorldModel
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ class LeWMConfig:
     sigreg_weight: float = 0.1  # λ: paper 0.1 (released config 0.09)
     sigreg_directions: int = 1024  # LeJEPA / the authors' library
     sigreg_knots: int = 17  # LeJEPA / the authors' library
-    # Frames of context: 3 for Push-T and Cube, 1 for Two-Room.
+    # Frames of context: 3 for Push-T and Cube, 1 for Two-Room; build() sets the protocol's.
     history: int = 3
 
 
@@ -170,8 +168,7 @@ class LeWM(WorldModel):
         self.predictor = Predictor(cfg)
         self.predictor_projector = Projector(cfg.predictor_width, cfg.projector_hidden, cfg.latent_dim)
         self.sigreg = SIGReg(cfg.sigreg_directions, cfg.sigreg_knots)  # harness.trial.distributed turns on all_reduce
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(3, 1, 1), persistent=False)
+        self.normalise = ImageNetNormalise()
 
     @property
     def tokens_per_frame(self) -> int:
@@ -180,8 +177,7 @@ class LeWM(WorldModel):
     def encode(self, pixels: Tensor) -> Tensor:
         """Frames (B, T, 3, H, W) in [0, 1] -> latents (B, T, 1, D): the ViT's CLS token through the projector."""
         batch = pixels.shape[0]
-        images = rearrange(pixels, "b t c h w -> (b t) c h w")
-        images = (images - self.pixel_mean) / self.pixel_std
+        images = self.normalise(rearrange(pixels, "b t c h w -> (b t) c h w"))
         cls = self.encoder(images)[:, 0]  # (B·T, width)
         latents = self.projector(cls)  # (B·T, D)
         return rearrange(latents, "(b t) d -> b t 1 d", b=batch)
@@ -219,7 +215,7 @@ class LeWM(WorldModel):
         }
 
 
-def build(size: str, image_size: int, action_dim: int, history: int = 3, **overrides: Any) -> LeWM:
-    """LeWM from a size preset ("tiny", "paper") with the task's image size and action-block width."""
+def build(size: str, image_size: int, action_dim: int, *, history: int, **overrides: Any) -> LeWM:
+    """LeWM from a size preset ("tiny", "paper") with the task's image size, action-block width and history."""
     fields = {"history": history, **overrides, "image_size": image_size, "action_dim": action_dim}
     return LeWM(resolve_config("lewm", SIZES, size, **fields))

@@ -13,22 +13,23 @@ take the same statistics across the frames of each window; L_time-sim is the squ
 between consecutive latents; L_IDM is the error of an inverse-dynamics head predicting a_t from
 (z_t, z_{t+1}). The published Push-T weights are the defaults; every weight is a config field.
 
-Encoder: the Dreamer baseline's stride-2 conv stack, flattened and projected to one latent
-token per frame (N = 1; PLDM's own Two-Room encoder keeps a small spatial map — one vector
-keeps the latent comparable with LeWM's). Predictor: a residual MLP on (z_t, a_t); it is
-Markov, so planning needs one frame of history.
+Encoder: the Dreamer baseline's stride-2 conv stack (models/blocks/conv.py), flattened and
+projected to one latent token per frame (N = 1; PLDM's own Two-Room encoder keeps a small
+spatial map — one vector keeps the latent comparable with LeWM's). Predictor: a residual MLP
+on (z_t, a_t); it is Markov, so planning needs one frame of history.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from models.dreamer.model import ConvEncoder
+from models.blocks.conv import ConvEncoder
 from models.presets import resolve_config
 from models.world_model import WorldModel
 
@@ -53,10 +54,10 @@ class PLDMConfig:
     std_target: float = 1.0  # the variance hinge's target standard deviation (VICReg)
     std_eps: float = 1e-4  # inside the square root of the variance (VICReg)
     teacher_forcing: bool = False  # PLDM unrolls the predictor open-loop during training
-    history: int = 1
+    history: int = 1  # the predictor is Markov: the current latent is all it reads, whatever the protocol's history
 
 
-PRESETS: dict[str, PLDMConfig] = {
+SIZES: dict[str, PLDMConfig] = {
     "tiny": PLDMConfig(cnn_depth=8, latent_dim=64, predictor_hidden=128, predictor_layers=2),
     "paper": PLDMConfig(),
 }
@@ -163,10 +164,10 @@ class PLDM(WorldModel):
         return {"loss": total, **{name: value.detach() for name, value in terms.items()}}
 
 
-def build(size: str, image_size: int, action_dim: int, history: int = 1, **overrides) -> PLDM:
+def build(size: str, image_size: int, action_dim: int, *, history: int, **overrides: Any) -> PLDM:
     """The zoo builder: a preset ("tiny" or "paper") at the task's image size and action width.
 
     ``history`` is not used: the model plans from its current state, which summarises the past.
     """
-    config = resolve_config("pldm", PRESETS, size, image_size=image_size, action_dim=action_dim, **overrides)
+    config = resolve_config("pldm", SIZES, size, image_size=image_size, action_dim=action_dim, **overrides)
     return PLDM(config)

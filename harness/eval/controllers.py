@@ -1,0 +1,172 @@
+"""Controllers: what turns observations into action plans — world models planned in latent space, and
+the reference controllers that bound them (random, the floor; the oracle, the ceiling).
+
+Reference controllers are registered in :data:`REFERENCE_CONTROLLERS` beside the zoo's
+``models.registry.MODELS``: a sweep names either, and a reference controller's ``role``
+("floor" or "ceiling") is written into every row, so the leaderboard never recognises
+them by name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from harness.eval.cases import Case
+from harness.eval.planners import LatentCost, PlannerConfig, make_planner, warm_start
+from models.world_model import WorldModel
+from tasks.base import Task
+
+
+@dataclass
+class Observation:
+    """What a controller sees at a replanning step, for K episodes at once."""
+
+    pixels: np.ndarray  # (K, h, H, W, 3) uint8: the last h frames, oldest first
+    past_actions: np.ndarray  # (K, h-1, A) float32: the blocks executed between those frames
+    steps_taken: int  # raw env steps since the start
+    states: np.ndarray | None = None  # (K, S): only for controllers with reads_state
+
+
+class Controller(ABC):
+    """Turns observations into a plan of action blocks (K, H, A) in [-1, 1]; executes ``planner.receding`` of them."""
+
+    name: str
+    planner: PlannerConfig
+    role: ClassVar[str] = "model"  # "model" | "floor" | "ceiling" (results.Role)
+    reads_state: ClassVar[bool] = False  # only reference controllers (the oracle) may
+
+    @abstractmethod
+    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
+        """Start K episodes; goal_pixels (K, H, W, 3) is the rendered goal."""
+
+    @abstractmethod
+    def plan(self, observation: Observation) -> torch.Tensor:
+        """A plan of action blocks (K, horizon, A)."""
+
+    def describe(self) -> str:
+        """Which weights or simulator the controller plans with (the row's ``encoder`` column)."""
+        return "none"
+
+
+def to_model_pixels(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [0, 1], as the models take them."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return rearrange(tensor, "... h w c -> ... c h w").float().div_(255.0)
+
+
+def _generator(seed: int, cases: list[Case], device: torch.device | str = "cpu") -> torch.Generator:
+    """One generator per episode batch, seeded by the trial and the cases: same seed, same plans."""
+    return torch.Generator(device=device).manual_seed(seed + cases[0].case_seed % 2**31)
+
+
+class ModelController(Controller):
+    """A world model planned by CEM/MPPI on the terminal latent distance to the goal."""
+
+    def __init__(
+        self, name: str, model: WorldModel, planner: PlannerConfig, seed: int, device: torch.device | str = "cpu"
+    ) -> None:
+        self.name, self.model, self.planner, self.seed, self.device = name, model.eval(), planner, seed, device
+        self.optimizer = make_planner(planner)
+
+    def describe(self) -> str:
+        return self.model.describe().get("encoder", "")
+
+    @torch.inference_mode()
+    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
+        goal = to_model_pixels(goal_pixels[:, None], self.device)  # (K, 1, 3, H, W)
+        self.z_goal = self.model.encode(goal)[:, -1]  # (K, N, D): encoded once per episode
+        self.previous: torch.Tensor | None = None
+        self.generator = _generator(self.seed, cases, self.device)
+
+    @torch.inference_mode()
+    def plan(self, observation: Observation) -> torch.Tensor:
+        z_hist = self.model.encode(to_model_pixels(observation.pixels, self.device))  # (K, h, N, D)
+        past = torch.from_numpy(observation.past_actions).to(self.device)
+        cost = LatentCost(self.model, z_hist, past, self.z_goal, chunk=self.planner.chunk)
+        episodes, width = past.shape[0], past.shape[-1]
+        mean = warm_start(self.previous, self.planner.receding, self.planner.horizon, (episodes, width))
+        self.previous = self.optimizer.optimize(cost, mean.to(self.device), self.generator)
+        return self.previous.cpu()
+
+
+class RandomController(Controller):
+    """The floor: uniform random action blocks."""
+
+    name = "random"
+    role = "floor"
+
+    def __init__(self, task: Task, planner: PlannerConfig, frameskip: int, seed: int) -> None:
+        self.planner, self.action_width, self.seed = planner, frameskip * task.action_dim, seed
+
+    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
+        self.generator = _generator(self.seed, cases)
+
+    def plan(self, observation: Observation) -> torch.Tensor:
+        episodes = observation.pixels.shape[0]
+        shape = (episodes, self.planner.horizon, self.action_width)
+        return torch.rand(shape, generator=self.generator) * 2 - 1
+
+
+class OracleController(Controller):
+    """The ceiling: the same optimiser planning in the true simulator (``task.simulate``).
+
+    Where a task has no batched simulator, it replays the recorded actions that led
+    from the start to the goal in the source episode.
+    """
+
+    name = "oracle"
+    role = "ceiling"
+    reads_state = True
+
+    def __init__(self, task: Task, planner: PlannerConfig, frameskip: int, seed: int) -> None:
+        self.task, self.planner, self.frameskip, self.seed = task, planner, frameskip, seed
+        self.optimizer = make_planner(planner)
+        self.simulated = type(task).simulate is not Task.simulate
+
+    def describe(self) -> str:
+        return f"sim-{self.planner.name}" if self.simulated else "replay"
+
+    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
+        self.cases = cases
+        self.goals = np.stack([case.goal for case in cases])
+        self.generator = _generator(self.seed, cases)
+
+    def plan(self, observation: Observation) -> torch.Tensor:
+        if not self.simulated:
+            return self._replay(observation.steps_taken)
+        states = observation.states
+        mean = torch.zeros(states.shape[0], self.planner.horizon, self.frameskip * self.task.action_dim)
+        return self.optimizer.optimize(lambda c: self._simulated_cost(states, c), mean, self.generator)
+
+    def _simulated_cost(self, states: np.ndarray, candidates: torch.Tensor) -> torch.Tensor:
+        episodes, samples, horizon, _ = candidates.shape
+        raw = rearrange(candidates.numpy(), "k s h (f a) -> (h f) (k s) a", f=self.frameskip)
+        current = np.repeat(states, samples, axis=0)  # (K·S, S)
+        for action in raw:
+            current = self.task.simulate(current, action)
+        goals = np.repeat(self.goals, samples, axis=0)
+        cost = np.array([self.task.distance(s, g) for s, g in zip(current, goals, strict=True)])
+        return torch.from_numpy(cost.reshape(episodes, samples)).float()
+
+    def _replay(self, steps_taken: int) -> torch.Tensor:
+        plans = []
+        blocks = self.planner.horizon * self.frameskip
+        for case in self.cases:
+            recorded = case.recorded_actions[steps_taken : steps_taken + blocks]
+            padded = np.zeros((blocks, recorded.shape[-1]), dtype=np.float32)
+            padded[: len(recorded)] = recorded
+            plans.append(padded.reshape(self.planner.horizon, -1))
+        return torch.from_numpy(np.stack(plans))
+
+
+# One line per reference controller: a sweep's models may name these beside the zoo's.
+REFERENCE_CONTROLLERS: dict[str, type[RandomController | OracleController]] = {
+    "random": RandomController,
+    "oracle": OracleController,
+}

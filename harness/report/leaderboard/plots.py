@@ -1,0 +1,144 @@
+"""The leaderboard's figures (matplotlib, files only): a robustness curve per axis, the Pareto front, surprise."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.report.leaderboard.build import Leaderboard, label  # noqa: E402
+from harness.report.leaderboard.sections import FigureRef  # noqa: E402
+
+_ROLE_COLOURS = {"floor": "0.55", "ceiling": "0.15"}  # the reference controllers in grey, darker for the ceiling
+
+
+def _colours(board: Leaderboard) -> dict[tuple[str, str], object]:
+    """(model, variant) -> colour, the same in every figure: the floor and ceiling grey, entries from tab10."""
+    entries = board.conditions[["model", "variant", "role"]].drop_duplicates(["model", "variant"])
+    palette = plt.get_cmap("tab10").colors
+    models = sorted((m, v) for m, v, role in entries.itertuples(index=False) if role not in _ROLE_COLOURS)
+    colours: dict[tuple[str, str], object] = {entry: palette[i % len(palette)] for i, entry in enumerate(models)}
+    for model, variant, role in entries.itertuples(index=False):
+        colours.setdefault((model, variant), _ROLE_COLOURS.get(role, "0.4"))
+    return colours
+
+
+def _robustness(board: Leaderboard, protocol_hash: str, axis: str) -> plt.Figure | None:
+    """Success vs one axis's magnitude, one panel per task, one line per entry with its 95% CI band."""
+    curves = [c for c in board.curves if c.protocol_hash == protocol_hash and c.axis == axis]
+    if not curves:
+        return None
+    tasks = sorted({c.task for c in curves})
+    colours = _colours(board)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for curve in (c for c in curves if c.task == task):
+            colour = colours[(curve.model, curve.variant)]
+            x, y = np.asarray(curve.magnitudes), 100 * np.asarray(curve.success)
+            ax.plot(x, y, "o-", color=colour, label=label(curve.model, curve.variant, curve.role))
+            low, high = 100 * np.asarray(curve.success_ci_low), 100 * np.asarray(curve.success_ci_high)
+            ax.fill_between(x, low, high, color=colour, alpha=0.15)
+        for clean in sorted({c.clean_magnitude for c in curves if c.task == task and c.clean_magnitude is not None}):
+            ax.axvline(clean, color="0.6", ls=":", lw=1)  # where the clean condition sits on this axis
+        words = axis.replace("_", " ")
+        ax.set(title=f"{task}: {words}", xlabel=words, ylabel="success %", ylim=(-3, 103))
+        ax.grid(alpha=0.3)
+    legend = {text: handle for ax in axes.flat for handle, text in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.tight_layout()
+    fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
+def _pareto(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
+    """Clean success vs median planning time per task; the dashed line joins the entries no other beats on both.
+
+    The floor and ceiling controllers do not plan; they are drawn as dotted horizontal references.
+    """
+    clean = rows[(rows["axis"] == "clean") & rows["success"].notna()]
+    anchors = clean["role"].isin(["floor", "ceiling"])
+    planners = clean[(clean["plan_ms_median"] > 0) & ~anchors]
+    if planners.empty:
+        return None
+    tasks = sorted(planners["task"].unique())
+    colours = _colours(board)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for row in clean[(clean["task"] == task) & anchors].itertuples():
+            colour, name = colours[(row.model, row.variant)], label(row.model, row.variant, row.role)
+            ax.axhline(100 * row.success, color=colour, ls=":", lw=1.2, label=name)
+        points = planners[planners["task"] == task].sort_values(["plan_ms_median", "success"], ascending=[True, False])
+        for row in points.itertuples():
+            ax.errorbar(
+                row.plan_ms_median,
+                100 * row.success,
+                yerr=[[100 * (row.success - row.success_ci_low)], [100 * (row.success_ci_high - row.success)]],
+                fmt="o",
+                color=colours[(row.model, row.variant)],
+                capsize=3,
+            )
+            ax.annotate(
+                label(row.model, row.variant, row.role),
+                (row.plan_ms_median, 100 * row.success),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        frontier = points[points["success"] >= points["success"].cummax()]
+        ax.step(frontier["plan_ms_median"], 100 * frontier["success"], where="post", color="0.4", ls="--", lw=1)
+        ax.set(xscale="log", title=f"{task}: success vs plan time", xlabel="plan ms (median, log)", ylabel="success %")
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _surprise(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
+    """Surprise AUROC (impossible vs possible events) per task and entry; 0.5 is chance."""
+    values = rows[rows["surprise_auroc"].notna()].drop_duplicates(["task", "model", "variant"])
+    if values.empty:
+        return None
+    tasks = sorted(values["task"].unique())
+    entries = sorted(set(values[["model", "variant", "role"]].itertuples(index=False, name=None)))
+    colours = _colours(board)
+    width = 0.8 / len(entries)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(tasks) * len(entries) ** 0.5), 3.4))
+    for k, (model, variant, role) in enumerate(entries):
+        mine = values[(values["model"] == model) & (values["variant"] == variant)]
+        by_task = mine.set_index("task")["surprise_auroc"]
+        heights = [by_task.get(task, np.nan) for task in tasks]
+        offsets = np.arange(len(tasks)) + k * width
+        ax.bar(offsets, heights, width, color=colours[(model, variant)], label=label(model, variant, role))
+    ax.axhline(0.5, color="0.3", ls="--", lw=1, label="chance")
+    ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
+    ax.set(ylim=(0, 1), ylabel="surprise AUROC", title="Surprise on impossible events")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw(board: Leaderboard, figure: FigureRef) -> plt.Figure | None:
+    """The figure a section asks for; None when its protocol has nothing to draw (no planners, no surprise scores)."""
+    if figure.kind == "robustness":
+        return _robustness(board, figure.protocol_hash, figure.axis or "")
+    rows = board.conditions[board.conditions["protocol_hash"] == figure.protocol_hash]
+    if figure.kind == "pareto":
+        return _pareto(board, rows)
+    if figure.kind == "surprise":
+        return _surprise(board, rows)
+    raise ValueError(f"unknown figure kind {figure.kind!r}; expected robustness, pareto or surprise")
+
+
+def png(fig: plt.Figure) -> bytes:
+    """A figure as PNG bytes (legends kept outside the axes), closing it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()

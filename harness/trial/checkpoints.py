@@ -1,0 +1,154 @@
+"""The checkpoint cache: train once, evaluate many (DESIGN.md "Rules").
+
+:func:`load_or_train` keys a checkpoint by a hash of everything that determines the trained
+weights (model, resolved config, data, windows, recipe, seed, number of processes), so the
+same request never trains twice; a damaged file is trained again, never trusted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from harness.trial.distributed import train_ddp
+from harness.trial.training import TrainConfig, TrainStats, train
+from models.registry import build_model
+from models.world_model import WorldModel
+from tasks.data import cache_root
+
+logger = logging.getLogger(__name__)
+
+# Bump when the layout or the loop's semantics change (2: logging draws no RNG; 3: the seed and
+# num_frames are keyed explicitly, the model is built right after seeding, world_size is in the recipe).
+CHECKPOINT_FORMAT = 3
+# TrainConfig fields that cannot change the trained weights; left out of checkpoint keys.
+BOOKKEEPING_FIELDS = ("log_every", "num_workers")
+
+
+def checkpoint_key(
+    model_name: str,
+    size: str,
+    image_size: int,
+    action_dim: int,
+    model_config: dict[str, Any],
+    dataset_key: str,
+    cfg: TrainConfig,
+    seed: int,
+    world_size: int = 1,
+) -> str:
+    """sha256 of a canonical JSON of everything that determines the trained weights.
+
+    ``model_config`` is the model's resolved config, so an edited size preset never loads
+    weights trained under the old one, and an override equal to the preset changes nothing.
+    ``world_size`` is there because a different batch split is a different recipe.
+    """
+    train_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BOOKKEEPING_FIELDS}
+    recipe = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model_name,
+        "size": size,
+        "image_size": image_size,
+        "action_dim": action_dim,
+        "model_config": model_config,
+        "dataset": dataset_key,
+        "train": train_fields,
+        "seed": seed,
+        "world_size": world_size,
+    }
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def resolved_config(model: WorldModel) -> dict[str, Any]:
+    """The model's full config as a dict: what its builder made of the size preset and overrides."""
+    if not dataclasses.is_dataclass(model.config):
+        raise TypeError(f"{type(model).__name__}.config must be its config dataclass, got {model.config!r}")
+    return dataclasses.asdict(model.config)
+
+
+def load_or_train(
+    model_name: str,
+    size: str,
+    image_size: int,
+    action_dim: int,
+    overrides: dict[str, Any],
+    dataset: Dataset,
+    dataset_key: str,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device | str,
+    log_fn: Callable[[dict[str, float]], None] | None = None,
+    world_size: int = 1,
+) -> tuple[WorldModel, TrainStats]:
+    """The trained model (in eval mode) and its stats: from the checkpoint cache, else trained and cached.
+
+    The model is built right after ``torch.manual_seed(seed)``, so its initial weights follow
+    from the key alone. Checkpoints live in ``cache_root()/checkpoints/<key>.pt`` as
+    ``{state_dict, config, stats}``, written atomically and read back with ``weights_only=True``.
+    With ``world_size`` > 1 the model trains over that many processes with DDP
+    (harness/trial/distributed.py; SIGReg all-reduced), and ``log_fn`` gets rank 0's records
+    once training ends.
+    """
+    builder = functools.partial(build_model, model_name, size, image_size, action_dim, **overrides)
+    torch.manual_seed(seed)
+    model = builder()
+    key = checkpoint_key(
+        model_name, size, image_size, action_dim, resolved_config(model), dataset_key, cfg, seed, world_size
+    )
+    path = cache_root() / "checkpoints" / f"{key}.pt"
+    if path.exists():
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(checkpoint["state_dict"])
+            logger.info("loaded cached checkpoint %s", path)
+            return model.to(device).eval(), TrainStats(**checkpoint["stats"])
+        except (RuntimeError, KeyError, TypeError, EOFError, ValueError) as error:
+            logger.warning("checkpoint %s cannot be read (%s); training again", path, error)
+            torch.manual_seed(seed)
+            model = builder()
+
+    if world_size > 1:
+        backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+        state, stats = train_ddp(builder, dataset, cfg, seed, world_size, backend)
+        model.load_state_dict(state)
+        model.to(device)
+        for record in stats.history if log_fn is not None else []:
+            log_fn(record)
+    else:
+        stats = train(model, dataset, cfg, device, seed, log_fn)
+    config = {
+        "model": model_name,
+        "size": size,
+        "image_size": image_size,
+        "action_dim": action_dim,
+        "overrides": json.loads(json.dumps(overrides, default=str)),
+        "dataset_key": dataset_key,
+        "train": dataclasses.asdict(cfg),
+        "seed": seed,
+        "world_size": world_size,
+    }
+    state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    _save_atomic({"state_dict": state_dict, "config": config, "stats": dataclasses.asdict(stats)}, path)
+    return model.eval(), stats
+
+
+def _save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """torch.save to a temp file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,97 @@
+"""A trial's parts, built once from its spec: task, data, cases, model and controller.
+
+:func:`build_trial` is the one place a spec becomes the things a trial evaluates with;
+the trial itself, the stress search, the surprise and rarity commands, replay and
+``--from-row`` all call it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.eval.cases import Case, make_cases
+from harness.eval.controllers import REFERENCE_CONTROLLERS, Controller, ModelController
+from harness.eval.protocol import EvalProtocol
+from harness.trial.checkpoints import load_or_train
+from harness.trial.spec import TrialSpec
+from harness.trial.training import TrainStats
+from models.world_model import WorldModel
+from tasks.base import Task, make_task
+from tasks.data import Episodes, WindowDataset, collect
+
+HELDOUT_SEED_OFFSET = 1_000_003  # held-out episodes come from a different collection seed
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrialData:
+    """The task, its resolved protocol, and the two collections a trial uses."""
+
+    task: Task
+    protocol: EvalProtocol  # history and frameskip resolved against the task
+    train: Episodes  # what models train on
+    heldout: Episodes  # a separate collection: held-out cases and every diagnostic come from it
+
+    @property
+    def case_source(self) -> Episodes:
+        """Where evaluation cases are drawn: held-out episodes, or the training split to reproduce a paper."""
+        return self.heldout if self.protocol.split == "heldout" else self.train
+
+
+@dataclass
+class TrialParts(TrialData):
+    """Everything a trial evaluates with."""
+
+    cases: list[Case]
+    solved_starts_resampled: int
+    controller: Controller
+    model: WorldModel | None = None  # None for reference controllers
+    windows: WindowDataset | None = None  # the training windows (None for reference controllers)
+    train_stats: TrainStats | None = None
+
+
+def trial_data(spec: TrialSpec) -> TrialData:
+    """The spec's task and its training and held-out collections (from the dataset cache, else collected)."""
+    task = make_task(spec.task.name, image_size=spec.task.image_size, **spec.task.options)
+    protocol = spec.protocol.resolved(task.default_history, task.default_frameskip)
+    data = spec.data
+
+    def dataset(episodes: int, seed: int) -> Episodes:
+        return collect(task, data.policy, episodes, data.steps, seed, data.noise, workers=data.workers, progress=False)
+
+    train = dataset(data.episodes, data.seed)
+    heldout = dataset(data.heldout_episodes, data.seed + HELDOUT_SEED_OFFSET)
+    return TrialData(task, protocol, train, heldout)
+
+
+def build_trial(
+    spec: TrialSpec,
+    device: torch.device | str = "cpu",
+    world_size: int = 1,
+    report: Report | None = None,
+    controller: str | None = None,
+) -> TrialParts:
+    """The spec's parts; a zoo model is loaded from the checkpoint cache, else trained (over ``world_size``
+    processes with DDP when above 1) and cached. ``controller`` (``random``, ``oracle``) replaces the spec's
+    model, e.g. to replay a case with a reference controller."""
+    device = torch.device(device)
+    torch.manual_seed(spec.seed)  # the model's initial weights come from the trial's seed
+    data = trial_data(spec)
+    task, protocol = data.task, data.protocol
+    cases, resampled = make_cases(task, data.case_source, protocol)
+    name = controller or spec.model.name
+    if name in REFERENCE_CONTROLLERS:
+        chosen = REFERENCE_CONTROLLERS[name](task, spec.planner, protocol.frameskip, spec.seed)
+        return TrialParts(task, protocol, data.train, data.heldout, cases, resampled, chosen)
+    windows = WindowDataset(data.train, num_frames=spec.train.num_frames, frameskip=protocol.frameskip)
+    overrides = {"history": protocol.history, **spec.model.overrides}  # planning context = training context
+    model, stats = load_or_train(
+        name, spec.model.size, task.image_size, protocol.frameskip * task.action_dim, overrides, windows,
+        data.train.key, spec.train, spec.seed, device, log_fn=report, world_size=world_size,
+    )  # fmt: skip
+    chosen = ModelController(name, model, spec.planner, spec.seed, device)
+    return TrialParts(task, protocol, data.train, data.heldout, cases, resampled, chosen, model, windows, stats)

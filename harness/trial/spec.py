@@ -1,0 +1,156 @@
+"""The trial spec: everything one trial is, as one frozen, typed value.
+
+A sweep file is validated into :class:`TrialSpec` values (harness/sweep/config.py) and
+they stay typed until a row is written: the trial reads fields, never string keys. A
+spec round-trips through JSON (:meth:`TrialSpec.to_dict` / :meth:`TrialSpec.from_dict`),
+which is how every result row can re-run itself, and its :attr:`TrialSpec.trial_id` is a
+hash of what it is, so the same spec always gets the same id (resume relies on it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+from harness.eval.controllers import REFERENCE_CONTROLLERS
+from harness.eval.planners import PlannerConfig
+from harness.eval.protocol import EvalProtocol
+from harness.trial.training import TrainConfig
+from tasks.conditions import Condition
+
+POLICIES = ("expert", "random")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Which task, at which frame size, with which task options (e.g. ``{agent_radius: 4}``)."""
+
+    name: str = MISSING
+    image_size: int = 64
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A zoo model (or a reference controller, ``random`` / ``oracle``), its size preset and config overrides."""
+
+    name: str = MISSING
+    size: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. {sigreg_weight: 0.1}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """How the training data and the held-out episodes are collected."""
+
+    episodes: int = 200  # training episodes collected per task
+    steps: int | None = None  # raw steps per episode; None = the task's default
+    policy: str = "expert"  # "expert" | "random"
+    noise: float = 0.3  # expert action noise (broadens the state coverage)
+    heldout_episodes: int = 50  # a separate collection that held-out cases and diagnostics come from
+    seed: int = 0  # data seed (shared by every model and trial seed)
+    workers: int = 1  # collection processes inside a trial (a trial holds one CPU slot by default)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"data.policy {self.policy!r} must be one of {', '.join(POLICIES)}")
+        for name in ("episodes", "heldout_episodes", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"data.steps must be at least 1 (or null for the task's default), got {self.steps}")
+        if not self.noise >= 0:
+            raise ValueError(f"data.noise must be a non-negative std, got {self.noise}")
+
+
+# Fields that say where a trial sits in its sweep, not what it is: left out of the trial id.
+BOOKKEEPING = ("sweep", "variant")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial: a task × model × seed × grid point of a sweep, with every setting resolved."""
+
+    sweep: str
+    task: TaskSpec
+    task_version: str  # the task's code version: a changed task never resumes from old rows
+    model: ModelSpec
+    seed: int
+    data: DataSpec
+    train: TrainConfig
+    planner: PlannerConfig
+    protocol: EvalProtocol  # presets applied; history and frameskip resolve against the task
+    conditions: tuple[Condition, ...]
+    diagnostics: bool = True  # probe R² and surprise AUROC on held-out episodes
+    variant: str = ""  # what sets this trial apart from others of its model on its task (never seeds)
+
+    @property
+    def role(self) -> str:
+        """``floor`` / ``ceiling`` for a reference controller, ``model`` for a zoo entry."""
+        reference = REFERENCE_CONTROLLERS.get(self.model.name)
+        return reference.role if reference is not None else "model"
+
+    @property
+    def trial_id(self) -> str:
+        """A readable, deterministic id: the same spec always gets the same id."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.task.name}-{self.model.name}-s{self.seed}-{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict of every field (conditions as a list)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        """The spec :meth:`to_dict` wrote; every part is validated again as it is rebuilt."""
+        return cls(
+            sweep=data["sweep"],
+            task=TaskSpec(**data["task"]),
+            task_version=data["task_version"],
+            model=ModelSpec(**data["model"]),
+            seed=int(data["seed"]),
+            data=DataSpec(**data["data"]),
+            train=TrainConfig(**data["train"]),
+            planner=PlannerConfig(**data["planner"]),
+            protocol=EvalProtocol(**data["protocol"]),
+            conditions=tuple(Condition(**condition) for condition in data["conditions"]),
+            diagnostics=bool(data.get("diagnostics", True)),
+            variant=data.get("variant", ""),
+        )
+
+    def with_values(self, values: dict[str, Any]) -> TrialSpec:
+        """This spec with dotted keys set (a grid point or a searched sample), e.g. ``{"train.lr": 1e-3}``.
+
+        ``model.<field>`` means a model config override; a changed protocol field renames the
+        protocol (``wmbench+goal_offset=50``), so a different protocol is named apart, not just hashed apart.
+        """
+        tree = self.to_dict()
+        for key, value in values.items():
+            set_dotted(tree, key, value)
+            if key.startswith("protocol."):
+                tree["protocol"]["name"] += f"+{key.removeprefix('protocol.')}={value}"
+        return TrialSpec.from_dict(tree)
+
+    def with_condition(self, condition: Condition) -> TrialSpec:
+        """This spec evaluated under one condition only (the same trial id is not kept)."""
+        return dataclasses.replace(self, conditions=(condition,))
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_dotted(t, "model.overrides.sigreg_weight", 0.1)``; ``model.<field>`` goes to the overrides."""
+    parts = dotted.split(".")
+    if parts[0] == "model" and len(parts) > 1 and parts[1] not in ("name", "size", "overrides"):
+        parts = ["model", "overrides", *parts[1:]]
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
