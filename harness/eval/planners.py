@@ -55,42 +55,41 @@ class PlannerConfig:
             raise ValueError(f"planner.chunk must be at least 1 (or null for all at once), got {self.chunk}")
 
 
-class CEM:
-    """Cross-entropy method: refit a Gaussian to the elites of each iteration's samples."""
+class SamplingPlanner:
+    """Refine a Gaussian over plans by sampling: each iteration samples, scores, then refits (:meth:`refit`)."""
 
     def __init__(self, config: PlannerConfig) -> None:
         self.config = config
 
     def optimize(self, cost_fn: CostFn, mean: Tensor, generator: torch.Generator) -> Tensor:
         """Refine plans ``mean`` (K, H, A); the first sample of every iteration is the mean itself."""
-        cfg = self.config
-        std = torch.full_like(mean, cfg.init_std)
-        for _ in range(cfg.iterations):
-            candidates = _sample(mean, std, cfg.samples, generator)  # (K, S, H, A)
-            cost = cost_fn(candidates)  # (K, S)
-            elite_idx = cost.topk(cfg.elites, dim=1, largest=False).indices  # (K, E)
-            elites = torch.gather(candidates, 1, elite_idx[..., None, None].expand(-1, -1, *mean.shape[1:]))
-            mean, std = elites.mean(dim=1), elites.std(dim=1)
+        std = torch.full_like(mean, self.config.init_std)
+        for _ in range(self.config.iterations):
+            candidates = _sample(mean, std, self.config.samples, generator)  # (K, S, H, A)
+            mean, std = self.refit(candidates, cost_fn(candidates), std)  # cost (K, S)
         return mean
 
+    def refit(self, candidates: Tensor, cost: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+        """The next (mean, std), each (K, H, A), from scored candidates (K, S, H, A)."""
+        raise NotImplementedError
 
-class MPPI:
-    """Model-predictive path integral: a cost-weighted average of Gaussian perturbations."""
 
-    def __init__(self, config: PlannerConfig) -> None:
-        self.config = config
+class CEM(SamplingPlanner):
+    """Cross-entropy method: refit the Gaussian to the elites, the lowest-cost samples."""
 
-    def optimize(self, cost_fn: CostFn, mean: Tensor, generator: torch.Generator) -> Tensor:
-        """Refine plans ``mean`` (K, H, A) by exponentially weighted averaging of samples."""
-        cfg = self.config
-        std = torch.full_like(mean, cfg.init_std)
-        for _ in range(cfg.iterations):
-            candidates = _sample(mean, std, cfg.samples, generator)  # (K, S, H, A)
-            cost = cost_fn(candidates)  # (K, S)
-            normalised = (cost - cost.min(dim=1, keepdim=True).values) / (cost.std(dim=1, keepdim=True) + 1e-8)
-            weights = torch.softmax(-normalised / cfg.temperature, dim=1)  # (K, S)
-            mean = torch.einsum("ks,ksha->kha", weights, candidates)
-        return mean
+    def refit(self, candidates: Tensor, cost: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+        elite_idx = cost.topk(self.config.elites, dim=1, largest=False).indices  # (K, E)
+        elites = torch.gather(candidates, 1, elite_idx[..., None, None].expand(-1, -1, *candidates.shape[2:]))
+        return elites.mean(dim=1), elites.std(dim=1)
+
+
+class MPPI(SamplingPlanner):
+    """Model-predictive path integral: the mean moves to a cost-weighted average of the samples; std stays."""
+
+    def refit(self, candidates: Tensor, cost: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+        normalised = (cost - cost.min(dim=1, keepdim=True).values) / (cost.std(dim=1, keepdim=True) + 1e-8)
+        weights = torch.softmax(-normalised / self.config.temperature, dim=1)  # (K, S)
+        return torch.einsum("ks,ksha->kha", weights, candidates), std
 
 
 Planner = CEM | MPPI

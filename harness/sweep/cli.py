@@ -6,6 +6,7 @@
     python -m harness surprise SWEEP.yaml [key=value ...]
     python -m harness stress rarity RESULTS | stress search SWEEP.yaml [--budget N] [--axis NAME=LOW:HIGH]
     python -m harness replay FAILURES_FILE ROW [--out DIR] [--controller random|oracle]
+    python -m tasks.collect TASK [--episodes N] ...   (data ahead of a sweep; the tasks layer's own command)
 
 ``python -m harness.run ...`` is ``python -m harness run ...`` (the README's and Makefile's form).
 A user-fixable problem (a bad key, a missing file) prints one line and exits 2 before Ray starts.
@@ -26,6 +27,7 @@ import pyarrow as pa
 import torch
 
 from harness.eval import replay, stress
+from harness.eval.controllers import REFERENCE_CONTROLLERS
 from harness.eval.surprise import evaluate_surprise, surprise_table
 from harness.report import leaderboard, results
 from harness.sweep.config import ConfigError, load_sweep
@@ -107,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     replayed.add_argument("file", help="a failures Parquet file, e.g. results/stress/failures/<trial>.parquet")
     replayed.add_argument("row", type=int, help="the row to replay (0 = the hardest case found)")
     replayed.add_argument("--out", default=".", help="folder for the image strip (default: here)")
-    replayed.add_argument("--controller", choices=("random", "oracle"), help="replay with a reference controller")
+    replayed.add_argument("--controller", choices=REFERENCE_CONTROLLERS, help="replay with a reference controller")
     return parser
 
 
