@@ -92,6 +92,14 @@ class WorldModel(nn.Module, ABC):
         """Free-form facts recorded in the result row (e.g. which encoder weights)."""
         return {}
 
+    def entry_name(self, registered: str) -> str:
+        """The name this model's rows carry on the leaderboard, given its registry name (default: that name).
+
+        A model that stands in for the published method in some configuration says so here,
+        so its row is never ranked under the published method's name (e.g. "dino_wm[mae]").
+        """
+        return registered
+
 
 def check_world_model(model: WorldModel, name: str) -> WorldModel:
     """``model`` itself once its ``config`` is a dataclass and its ``history`` a positive int; TypeError otherwise."""

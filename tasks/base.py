@@ -58,13 +58,16 @@ def planning_guard() -> Iterator[None]:
         _PLANNING.reset(token)
 
 
+def refuse_during_planning(what: str) -> None:
+    """Raise StateLeakError naming ``what`` inside :func:`planning_guard`; for guards kept per instance."""
+    if _PLANNING.get():
+        raise StateLeakError(f"{what} was called during planning; planners see only pixels and their own actions")
+
+
 def _guarded(method: Callable) -> Callable:
     @functools.wraps(method)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        if _PLANNING.get():
-            raise StateLeakError(
-                f"{method.__qualname__} was called during planning; planners see only pixels and their own actions"
-            )
+        refuse_during_planning(method.__qualname__)
         return method(*args, **kwargs)
 
     return guarded
@@ -181,7 +184,14 @@ class TaskEnv(gym.Env, metaclass=ABCMeta):
 
 
 class Task(ABC):
-    """A named task: env factory, data policies, success test, packages and impossible events."""
+    """A named task: env factory, data policies, success tests, packages and impossible events.
+
+    A task offers one or more named success tests (``success_tests``): ``"published"`` is
+    the test of the authors' evaluation behind the published numbers; others are named for
+    what they measure (e.g. Push-T's ``"coverage"``). ``success`` and ``distance`` judge by
+    the test the task was built with (``success_test``; None: the first listed). The test is
+    not part of ``config()``: the data do not change with the criterion, so cache keys must not.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"  # bump when dynamics or rendering change: keys caches
@@ -190,6 +200,8 @@ class Task(ABC):
     # The pip distributions the task needs, e.g. ("dm-control", "mujoco"); result rows record their versions.
     requires: ClassVar[tuple[str, ...]]
     events_class: ClassVar[type[ImpossibleEvents]] = ImpossibleEvents  # the task's impossible events
+    # The success tests offered, by name; the first is the default. "published": the authors' evaluation's.
+    success_tests: ClassVar[tuple[str, ...]] = ("published",)
     # Published defaults the protocol presets read (REFERENCE.md, LeWM).
     default_history: ClassVar[int] = 3
     default_frameskip: ClassVar[int] = 5
@@ -199,12 +211,18 @@ class Task(ABC):
         super().__init_subclass__(**kwargs)
         _guard_methods(cls, ("success", "distance", "simulate"))
 
-    def __init__(self, image_size: int = 64, **options: Any) -> None:
+    def __init__(self, image_size: int = 64, success_test: str | None = None, **options: Any) -> None:
         self.require()
         if not (isinstance(image_size, int) and image_size >= 8):
             raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+        if success_test is not None and success_test not in self.success_tests:
+            raise ValueError(
+                f"success_test {success_test!r} is not a test of task {self.name!r}; "
+                f"known tests: {', '.join(self.success_tests)}"
+            )
         self.image_size = image_size
-        self.options = options
+        self.success_test: str = self.success_tests[0] if success_test is None else success_test
+        self.options = options  # what config() records: success_test is not among them
 
     @classmethod
     def require(cls) -> None:
@@ -241,11 +259,11 @@ class Task(ABC):
 
     @abstractmethod
     def success(self, state: np.ndarray, goal: np.ndarray) -> bool:
-        """Whether ``state`` meets the task's success criterion for ``goal``."""
+        """Whether ``state`` meets the task's success test (``self.success_test``) for ``goal``."""
 
     @abstractmethod
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
-        """Distance to the goal in true state space (reported as final_distance)."""
+        """Distance to the goal in true state space, as ``self.success_test`` measures it (final_distance)."""
 
     @_guarded
     def simulate(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray | None:

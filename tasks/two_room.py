@@ -16,14 +16,14 @@ the generic teleport, Two-Room has its own impossible events (:class:`TwoRoomEve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from tasks.base import Task, TaskEnv
+from tasks.base import Task, TaskEnv, refuse_during_planning
 from tasks.events import EVENTS, ImpossibleEvents
 
 FLOOR_RGB = np.array([236, 236, 228], dtype=np.float32)
@@ -50,6 +50,9 @@ class TwoRoomGeometry:
     door_width: float = 12.0
     agent_radius: float = 4.0  # 8 px across at 64 px; see TwoRoom.__init__
     max_speed: float = 1.0  # units per step for an action of 1 on an axis
+    # A task's geometry is its simulator: its step raises inside planning_guard (tasks/base.py). A model
+    # that carries its own copy of the physics builds one with guarded=False; it never steps the task's.
+    guarded: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         if not self.world_size > 0:
@@ -116,6 +119,8 @@ class TwoRoomGeometry:
         at the door's jambs. Both legs are exact for any speed, so the disc never
         tunnels through the wall, and a state in free space stays in free space.
         """
+        if self.guarded:
+            refuse_during_planning("TwoRoomGeometry.step")
         position = np.asarray(states, dtype=np.float32).astype(np.float64)
         velocity = _clip(np.asarray(actions, dtype=np.float32), -1.0, 1.0).astype(np.float64) * self.max_speed
         x, y = position[:, 0], position[:, 1]
@@ -358,6 +363,8 @@ class TwoRoom(Task):
         self,
         image_size: int = 64,
         success_radius: float = 16 / 224 * 64,  # LeWM: "within 16 units" at 224 px, scaled to 64 units
+        # Units per step. The published env (stable-worldmodel TwoRoom, agent speed 5 px/step at
+        # 224 px) is 5 / 224 × 64 = 10/7 ≈ 1.4286 here; 1.0 keeps the quickstart's measured figures.
         max_speed: float = 1.0,
         door_width: float = 12.0,
         door_center: float = 32.0,
@@ -367,6 +374,7 @@ class TwoRoom(Task):
         # learned no usable position (probe R² -0.03, LeWM-tiny success 3%, as random).
         agent_radius: float = 4.0,
         expert_cross_probability: float = 0.8,
+        success_test: str | None = None,
     ) -> None:
         if not success_radius > 0:
             raise ValueError(f"success_radius must be positive world units, got {success_radius}")
@@ -381,7 +389,7 @@ class TwoRoom(Task):
             "agent_radius": float(agent_radius),
             "expert_cross_probability": float(expert_cross_probability),
         }
-        super().__init__(image_size=image_size, **options)
+        super().__init__(image_size=image_size, success_test=success_test, **options)
         self.success_radius = options["success_radius"]
         self.expert_cross_probability = options["expert_cross_probability"]
         self.geometry = TwoRoomGeometry(
@@ -407,7 +415,8 @@ class TwoRoom(Task):
         return self.renderer(states)
 
     def success(self, state: np.ndarray, goal: np.ndarray) -> bool:
-        return self.distance(state, goal) <= self.success_radius
+        """``published``: nearer the goal than ``success_radius`` (strictly, as stable-worldmodel's ``dist < 16``)."""
+        return self.distance(state, goal) < self.success_radius
 
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
         return float(np.linalg.norm(np.asarray(state, dtype=np.float64) - np.asarray(goal, dtype=np.float64)))

@@ -3,6 +3,7 @@ planner's shapes, and DINO-WM's encoder loads DINOv2 weights exactly and stays f
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -141,29 +142,31 @@ def dinov2_checkpoint(tmp_path_factory):
 # --- every baseline -------------------------------------------------------------------------------------
 
 
-def tiny(name: str, image_size: int = IMAGE_SIZE, **overrides) -> WorldModel:
-    return build_model(name, "tiny", image_size, ACTION_DIM, history=HISTORY, **overrides)
+def tiny(name: str, image_size: int = IMAGE_SIZE, size: str = "tiny", **overrides) -> WorldModel:
+    return build_model(name, size, image_size, ACTION_DIM, history=HISTORY, **overrides)
 
 
-@pytest.mark.parametrize("name", ["dreamer", "pldm", "dino_wm"])
+@pytest.mark.parametrize("name", ["dreamer", "pldm", "pldm-vit", "dino_wm"])
 def test_baseline_loss_falls_on_two_room(name, windows, dinov2_checkpoint):
     overrides = {"encoder_path": str(dinov2_checkpoint)} if name == "dino_wm" else {}
-    model = tiny(name, **overrides)
+    model = tiny(name.split("-")[0], size="vit_tiny" if name == "pldm-vit" else "tiny", **overrides)
     # PLDM's batch covariance has rank < batch size, so its VICReg terms need a wider batch to move.
-    batch_size = {"dreamer": 4, "pldm": 16, "dino_wm": 8}[name]
+    batch_size = {"dreamer": 4, "pldm": 16, "pldm-vit": 32, "dino_wm": 8}[name]
     stats = train(model, windows, short_training(steps=24, batch_size=batch_size), "cpu", seed=0)
     first, last = stats.first_loss, stats.final_loss  # step 1; mean of the last 2 steps
     assert math.isfinite(last)
     assert last < 0.9 * first, f"{name}: loss {first:.4g} -> {last:.4g}"
 
 
-@pytest.mark.parametrize("name", ["dreamer", "dreamer-stochastic", "pldm", "dino_wm"])
+@pytest.mark.parametrize("name", ["dreamer", "dreamer-stochastic", "dreamer-features", "pldm", "pldm-vit", "dino_wm"])
 def test_planning_rollout_of_16_candidates_has_the_planners_shapes(name, windows, dinov2_checkpoint):
     overrides = {
         "dino_wm": {"encoder_path": str(dinov2_checkpoint)},
         "dreamer-stochastic": {"plan_latent": "stochastic"},
+        "dreamer-features": {"plan_latent": "features"},
     }
-    model = tiny(name.split("-")[0], **overrides.get(name, {})).eval()
+    size = "vit_tiny" if name == "pldm-vit" else "tiny"
+    model = tiny(name.split("-")[0], size=size, **overrides.get(name, {})).eval()
     history, horizon, candidates = model.history, 5, 16
     frames = torch.stack([windows[i]["pixels"] for i in range(2)])  # (2, 4, 3, H, W)
     with torch.inference_mode():
@@ -209,7 +212,7 @@ def test_paper_presets_follow_the_published_sizes():
 
 
 def test_dreamer_rollout_carries_the_recurrent_state_like_chained_predictions():
-    model = tiny("dreamer").eval()  # features h ++ s: a prediction holds the whole state
+    model = tiny("dreamer", plan_latent="features").eval()  # h ++ s: a prediction holds the whole state
     z = model.encode(torch.rand(3, 1, 3, IMAGE_SIZE, IMAGE_SIZE))
     plan = torch.rand(3, 4, ACTION_DIM) * 2 - 1
     imagined = model.rollout(z, plan)
@@ -226,7 +229,7 @@ def test_dreamer_rollout_carries_the_recurrent_state_like_chained_predictions():
 
 def test_dreamer_stochastic_latent_still_imagines_with_the_recurrent_state():
     torch.manual_seed(0)
-    full = tiny("dreamer").eval()
+    full = tiny("dreamer", plan_latent="features").eval()
     stochastic = tiny("dreamer", plan_latent="stochastic").eval()
     stochastic.load_state_dict(full.state_dict())
     pixels, plan = torch.rand(3, 1, 3, IMAGE_SIZE, IMAGE_SIZE), torch.rand(3, 4, ACTION_DIM) * 2 - 1
@@ -235,6 +238,55 @@ def test_dreamer_stochastic_latent_still_imagines_with_the_recurrent_state():
     assert z_stochastic.shape[-1] == z_full.shape[-1] - deter
     torch.testing.assert_close(z_stochastic, z_full[..., deter:])
     torch.testing.assert_close(stochastic.rollout(z_stochastic, plan), full.rollout(z_full, plan)[..., deter:])
+
+
+def test_dreamer_probabilities_latent_is_the_posterior_when_encoding_and_the_prior_when_imagining():
+    torch.manual_seed(0)
+    probabilities = tiny("dreamer").eval()
+    stochastic = tiny("dreamer", plan_latent="stochastic").eval()
+    stochastic.load_state_dict(probabilities.state_dict())
+    pixels, plan = torch.rand(3, 1, 3, IMAGE_SIZE, IMAGE_SIZE), torch.rand(3, 4, ACTION_DIM) * 2 - 1
+    classes = probabilities.config.classes
+    z = probabilities.encode(pixels)
+    imagined = probabilities.rollout(z, plan)
+    for latent in (z, imagined):
+        per_variable = latent.unflatten(-1, (-1, classes))  # (B, T, 1, S, K)
+        torch.testing.assert_close(per_variable.sum(-1), torch.ones_like(per_variable[..., 0]))
+    # The modes of those distributions are the one-hot states the RSSM carries.
+    modes = torch.nn.functional.one_hot(imagined.unflatten(-1, (-1, classes)).argmax(-1), classes).flatten(-2)
+    torch.testing.assert_close(modes.float(), stochastic.rollout(stochastic.encode(pixels), plan))
+
+
+def test_dreamer_planning_cost_ranks_the_plan_that_reaches_the_goal_among_the_best(windows):
+    """A frame encoded alone has h = h_0: a cost on h ++ s adds ‖h_H − h_0‖², blind to the goal."""
+    torch.manual_seed(0)
+    # deter 256 against 16 variables: the paper preset's balance (512 against 32), where that term dominates.
+    model = tiny("dreamer", deter=256)
+    train(model, windows, short_training(steps=400, batch_size=4), "cpu", seed=0)
+    model.eval()
+    features = tiny("dreamer", deter=256, plan_latent="features").eval()
+    features.load_state_dict(model.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    ranks, h_term_correlations = [], []
+    for index in range(0, len(windows), len(windows) // 8):
+        window = windows[index]  # start: frame 0; goal: frame 3, three action blocks later
+        plans = torch.rand(300, 3, ACTION_DIM, generator=generator) * 2 - 1
+        plans[0] = window["actions"][:3]  # the recorded plan, which reaches the goal
+        with torch.no_grad():
+            start, goal = model.encode(window["pixels"][None, :1]), model.encode(window["pixels"][None, 3:4])[:, 0]
+            cost = LatentCost(model, start, torch.zeros(1, 0, ACTION_DIM), goal)(plans[None])[0]  # (300,)
+            h_final = features.rollout(features.encode(window["pixels"][None, :1]).expand(300, -1, -1, -1), plans)
+            h_term = h_final[:, -1, 0, : features.config.deter].square().sum(-1)  # ‖h_H − h_0‖², h_0 = 0
+        ranks.append(float((cost < cost[0]).float().mean()))
+        h_term_correlations.append(spearman(cost, h_term))
+    assert statistics.median(ranks) < 0.2, ranks  # features h ++ s: 0.91 and 0.93 at seeds 0 and 1
+    assert statistics.median(h_term_correlations) < 0.5, h_term_correlations  # features: ~0.7–1.0
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Rank correlation of two 1-D tensors (no ties expected)."""
+    ranks = [x.argsort().argsort().float() for x in (a, b)]
+    return float(torch.corrcoef(torch.stack(ranks))[0, 1])
 
 
 def kl_gradients(**overrides) -> tuple[float, float]:
@@ -266,6 +318,41 @@ def test_pldm_defaults_are_the_published_push_t_weights():
     config = tiny("pldm").config
     weights = (config.alpha_var, config.beta_cov, config.gamma_time_sim, config.zeta_time_var, config.nu_time_cov)
     assert weights == (18.0, 12.0, 0.2, 0.7, 0.0) and config.mu_idm == 0.0
+
+
+def test_pldm_of_lewms_comparison_is_lewms_vit_and_transformer_over_the_protocols_history():
+    model = build_model("pldm", "vit_paper", 224, ACTION_DIM, history=3)
+    c = model.config
+    assert (c.architecture, model.history, c.teacher_forcing) == ("vit", 3, True)
+    weights = (c.alpha_var, c.beta_cov, c.gamma_time_sim, c.zeta_time_var, c.nu_time_cov, c.mu_idm)
+    assert weights == (18.0, 12.0, 0.2, 0.7, 0.0, 0.0)  # REFERENCE.md: (18, 12, 0.2, 0.7, 0, 0)
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    predictor = sum(p.numel() for p in model.predictor.parameters())
+    assert 5.0e6 < encoder < 6.0e6 and 10.0e6 < predictor < 11.5e6  # LeWM's ViT-Tiny and predictor
+    assert tiny("pldm").history == 1  # the conv PLDM is Markov, whatever the protocol's history
+
+
+def test_vit_pldm_is_teacher_forced_causally_on_windows_of_its_history():
+    torch.manual_seed(0)
+    model = build_model("pldm", "vit_tiny", IMAGE_SIZE, ACTION_DIM, history=2).eval()
+    assert model.history == 2  # the protocol's, not the preset's 3
+    for block in model.predictor.blocks:  # give the zero-initialised AdaLN modulation some weight
+        torch.nn.init.normal_(block.modulation[-1].weight, std=0.1)
+    z, actions = torch.randn(2, 3, 1, model.config.latent_dim), torch.rand(2, 3, ACTION_DIM)
+    changed = z.clone()
+    changed[:, 2] += 1.0
+    with torch.no_grad():
+        a, b = model.predict(z, actions), model.predict(changed, actions)
+        torch.testing.assert_close(a[:, :2], b[:, :2])  # output t never sees a later frame
+        assert not torch.allclose(a[:, 2], b[:, 2])
+        # A 4-frame window with history 2 is scored as its two 3-frame windows.
+        batch = {"pixels": torch.rand(2, 4, 3, IMAGE_SIZE, IMAGE_SIZE), "actions": torch.rand(2, 4, ACTION_DIM)}
+        z = model.encode(batch["pixels"])
+        expected = torch.stack(
+            [(model.predict(z[:, s : s + 2], batch["actions"][:, s : s + 2]) - z[:, s + 1 : s + 3]).square().mean()
+             for s in range(2)]
+        ).mean()  # fmt: skip
+        torch.testing.assert_close(model.loss(batch)["pred"], expected)
 
 
 def test_pldm_loss_is_the_weighted_sum_of_its_seven_terms(windows):
@@ -351,6 +438,11 @@ def test_dino_wm_without_weights_pretrains_a_masked_autoencoder_never_called_din
     restored.prepare(windows)
     assert restored.describe() == facts
     assert all(torch.equal(a, b) for a, b in zip(encoder_weights, restored.encoder.parameters(), strict=True))
+
+
+def test_dino_wm_rows_are_named_dino_wm_only_with_dinov2_weights(dinov2_checkpoint):
+    assert tiny("dino_wm", encoder_path=str(dinov2_checkpoint)).entry_name("dino_wm") == "dino_wm"
+    assert tiny("dino_wm").entry_name("dino_wm") == "dino_wm[mae]"  # the self-supervised stand-in
 
 
 def test_dino_wm_predictor_is_frame_causal(dinov2_checkpoint):

@@ -72,6 +72,26 @@ def test_predict_is_causal_in_time(tiny):
     assert not torch.allclose(before[:, 2], after[:, 2])
 
 
+def test_predictor_drops_out_inside_its_blocks_but_never_on_its_input_embeddings():
+    """The authors' library: dropout 0.1 in attention and MLP, none on the embeddings (REFERENCE.md)."""
+    paper, tiny = SIZES["paper"], SIZES["tiny"]
+    assert (paper.predictor_dropout, paper.predictor_emb_dropout) == (0.1, 0.0)
+    assert (tiny.predictor_dropout, tiny.predictor_emb_dropout) == (0.1, 0.1)  # ours: as its figures were measured
+    torch.manual_seed(6)
+    model = build("tiny", image_size=64, action_dim=ACTION_DIM, history=HISTORY, predictor_emb_dropout=0.0).train()
+    latents = torch.randn(4, 3, SIZES["tiny"].latent_dim)
+    with torch.no_grad():
+        actions = model.action_encoder(torch.rand(4, 3, ACTION_DIM) * 2 - 1)
+        # AdaLN-zero: every block starts as the identity, so only dropout on the input embeddings
+        # could make two training-mode passes differ.
+        torch.testing.assert_close(model.predictor(latents, actions), model.predictor(latents, actions))
+        for block in model.predictor.blocks:  # open the gates: the blocks' own dropout now shows
+            torch.nn.init.normal_(block.modulation[-1].weight, std=0.1)
+        assert not torch.allclose(model.predictor(latents, actions), model.predictor(latents, actions))
+        model.eval()
+        torch.testing.assert_close(model.predictor(latents, actions), model.predictor(latents, actions))
+
+
 def test_adaln_zero_block_starts_as_identity_then_learns_to_use_the_condition():
     torch.manual_seed(2)
     block = ConditionedBlock(dim=32, heads=4, mlp_dim=64)

@@ -96,6 +96,12 @@ def test_model_declares_its_config_dataclass_and_the_history_it_was_given(built)
             torch.testing.assert_close(model.predict(z, actions)[:, -1], model.predict(changed, actions)[:, -1])
 
 
+def test_row_name_is_the_registry_name_or_says_what_stands_in_for_it(built):
+    name, model = built
+    row_name = model.entry_name(name)
+    assert row_name == name or (row_name.startswith(f"{name}[") and row_name.endswith("]")), row_name
+
+
 def test_encode_predict_and_rollout_have_the_planners_shapes(built):
     name, model = built
     model.eval()

@@ -1,11 +1,13 @@
 """Planners and evaluation: they reach goals given true dynamics, are deterministic, and never cheat."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from einops import rearrange
 
-from harness.eval.cases import make_cases
+from harness.eval.cases import CaseView, make_cases
 from harness.eval.controllers import ModelController, OracleController, RandomController
 from harness.eval.evaluation import run_episodes, summarize_episodes
 from harness.eval.planners import LatentCost, PlannerConfig
@@ -19,11 +21,16 @@ from tasks.two_room import AGENT_RGB
 
 class TrueDynamicsModel(WorldModel):
     """A test model whose latent is the agent's true position, read off the pixels, and whose
-    rollout is the simulator itself: a planner given it should plan like the oracle."""
+    rollout is an exact copy of the physics: a planner given it should plan like the oracle.
+
+    The copy is the model's own (a geometry built with guarded=False): the task's geometry is
+    its simulator, which raises when stepped during planning, as a real model never has it.
+    """
 
     def __init__(self, task):
         super().__init__()
         self.task, self.history = task, 1
+        self.physics = dataclasses.replace(task.geometry, guarded=False)
         self.units_per_pixel = task.geometry.world_size / task.image_size
 
     def encode(self, pixels):
@@ -41,7 +48,7 @@ class TrueDynamicsModel(WorldModel):
         states = rearrange(z_hist, "b t n d -> (b t n) d").numpy()
         raw = rearrange(actions, "b t (f a) -> f (b t) a", a=2).numpy()
         for action in raw:
-            states = self.task.geometry.step(states, action)  # its own copy of the physics, not the env
+            states = self.physics.step(states, action)  # its own copy of the physics, not the task's
         return torch.from_numpy(states).view(z_hist.shape)
 
     def loss(self, batch):
@@ -169,3 +176,87 @@ def test_a_planner_that_reads_true_state_raises(setup):
     with planning_guard(), pytest.raises(StateLeakError, match="get_state"):
         env.get_state()
     env.get_state()  # outside planning, the evaluator reads it freely
+
+
+class SimulatorSteppingModel(TrueDynamicsModel):
+    """A model that cheats: its rollout steps the task's own simulator instead of a copy."""
+
+    def predict(self, z_hist, actions):
+        self.task.geometry.step(np.full((1, 2), 10.0, np.float32), np.zeros((1, 2), np.float32))
+        return super().predict(z_hist, actions)
+
+
+def test_a_model_stepping_the_task_simulator_during_planning_raises(setup):
+    task = setup[0]
+    with pytest.raises(StateLeakError, match="TwoRoomGeometry.step"):
+        run(ModelController("sim", SimulatorSteppingModel(task), cem(8, 1, 2), seed=0), setup)
+    stepped = task.geometry.step(np.full((1, 2), 10.0, np.float32), np.ones((1, 2), np.float32))
+    assert stepped.shape == (1, 2)  # outside planning the env and the oracle step it freely
+
+
+class ReplayingController(RandomController):
+    """A controller that cheats: it replays the source episode's recorded actions (100% in the audit)."""
+
+    def begin(self, cases, goal_pixels):
+        super().begin(cases, goal_pixels)
+        self.recorded = np.stack([case.recorded_actions for case in cases])
+
+
+class GoalStateController(RandomController):
+    """A controller that cheats in begin(): it reads the true goal state."""
+
+    def begin(self, cases, goal_pixels):
+        super().begin(cases, goal_pixels)
+        self.goals = np.stack([case.goal for case in cases])
+
+
+class JudgingController(RandomController):
+    """A controller that cheats in begin() without touching the case: it asks the task's success test."""
+
+    def __init__(self, task, planner, frameskip, seed):
+        super().__init__(task, planner, frameskip, seed)
+        self.task = task
+
+    def begin(self, cases, goal_pixels):
+        super().begin(cases, goal_pixels)
+        self.task.success(np.zeros(2), np.zeros(2))
+
+
+@pytest.mark.parametrize(
+    ("controller_class", "leak"),
+    [(ReplayingController, "recorded_actions"), (GoalStateController, "goal"), (JudgingController, "success")],
+)
+def test_a_controller_reading_the_case_or_the_task_in_begin_raises(setup, controller_class, leak):
+    task = setup[0]
+    with pytest.raises(StateLeakError, match=leak):
+        run(controller_class(task, PlannerConfig(), frameskip=5, seed=0), setup)
+
+
+def test_controllers_see_only_the_index_and_seed_of_each_case(setup):
+    task, _, _, cases = setup
+    seen = []
+
+    class Recorder(RandomController):
+        def begin(self, cases, goal_pixels):
+            seen.extend(cases)
+            super().begin(cases, goal_pixels)
+
+    run(Recorder(task, PlannerConfig(), frameskip=5, seed=0), setup)
+    assert [(v.index, v.case_seed) for v in seen] == [(c.index, c.case_seed) for c in cases]
+    assert all(type(v) is CaseView for v in seen)  # a fresh view, not the evaluator's Case
+    with pytest.raises(StateLeakError, match="start"):
+        _ = seen[0].start
+
+
+def test_only_reference_controllers_may_read_state_and_the_oracle_replays_recorded_actions(setup):
+    task = setup[0]
+
+    class StateReadingModel(RandomController):
+        role, reads_state = "model", True
+
+    with pytest.raises(StateLeakError, match="reads_state"):
+        run(StateReadingModel(task, PlannerConfig(), frameskip=5, seed=0), setup)
+    oracle = OracleController(task, cem(8, 1, 2), frameskip=5, seed=0)
+    oracle.simulated = False  # the replay mode of tasks without a batched simulator
+    replayed = summarize_episodes(run(oracle, setup))
+    assert replayed.success_rate == 1.0  # the recorded actions lead from each start to its goal

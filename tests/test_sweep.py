@@ -48,8 +48,12 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     by_condition = episodes.groupby(["trial_id", "condition"])["success"].mean()
     for _, row in rows.iterrows():
         assert by_condition[(row["trial_id"], row["condition"])] == row["success_rate"]
-    # Matched controls: every condition and model ran the same seeded cases.
-    assert episodes.groupby(["trial_id", "condition"])["case_seed"].apply(tuple).nunique() == 1
+    # Matched controls: every condition and model ran the same cases, start and goal alike (not just their seeds).
+    ordered = episodes.sort_values("episode")
+    cases = ordered.groupby(["trial_id", "condition"]).apply(
+        lambda group: tuple(zip(group["case_seed"], map(tuple, group["start"]), map(tuple, group["goal"]), strict=True))
+    )
+    assert cases.nunique() == 1 and len({tuple(start) for start in ordered["start"]}) > 1
     assert not list(out.rglob("*.tmp-*")), "no temp files are left behind"
     # A rerun refuses to touch finished results; --resume finds nothing to do and starts no Ray.
     again = run_cli(f"results_dir={out}", env_cache=cache_dir)

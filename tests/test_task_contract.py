@@ -17,7 +17,7 @@ import pytest
 import tasks.data as data
 from tasks.base import TASKS, StateLeakError, TaskEnv, make_task, missing_packages, planning_guard, task_class
 from tasks.conditions import Condition
-from tasks.data import collect
+from tasks.data import collect, dataset_key
 from tasks.events import EVENTS, ImpossibleEvents, impossible_events
 from tasks.two_room import TwoRoom
 
@@ -124,6 +124,22 @@ print(json.dumps(errors))
 """
 
 
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_success_tests_are_named_published_first_and_do_not_key_the_data(name):
+    """The authors' test is every task's default; the criterion is not in config(), so cache keys ignore it."""
+    cls = installed_task(name)
+    assert cls.success_tests[0] == "published" and len(set(cls.success_tests)) == len(cls.success_tests)
+    default = make_task(name, image_size=IMAGE_SIZE)
+    assert default.success_test == "published"
+    recipe = {"policy": "expert", "episodes": 2, "steps": 3, "seed": 0, "noise": 0.1}
+    for test in cls.success_tests:
+        task = make_task(name, image_size=IMAGE_SIZE, success_test=test)
+        assert task.success_test == test and "success_test" not in task.config()
+        assert task.config() == default.config() and dataset_key(task, **recipe) == dataset_key(default, **recipe)
+    with pytest.raises(ValueError, match=rf"'nearby'.*{name}.*known tests: {', '.join(cls.success_tests)}"):
+        make_task(name, image_size=IMAGE_SIZE, success_test="nearby")
+
+
 def test_a_missing_package_stops_the_task_in_one_sentence_naming_it():
     class Lacking(TwoRoom):
         requires = ("wmbench-no-such-package",)
@@ -191,15 +207,18 @@ def test_set_state_places_the_world_exactly_and_renders_it_as_recorded(task_and_
 
 
 def test_success_holds_at_the_goal_and_distance_is_a_distance(task_and_env):
-    task, env = task_and_env
-    states = start_states(task, env, 6)
-    for goal in states:
-        assert task.success(goal, goal) and task.distance(goal, goal) == pytest.approx(0.0, abs=1e-6)
-    distances = [task.distance(state, goal) for state in states for goal in states]
-    assert min(distances) >= 0
-    apart = [(s, g) for s in states for g in states if not task.success(s, g)]
-    assert apart, "six random starts all meet each other's success test"
-    assert all(task.distance(s, g) > 0 for s, g in apart)
+    """For each of the task's success tests."""
+    named, env = task_and_env
+    states = start_states(named, env, 6)
+    for test in named.success_tests:
+        task = make_task(named.name, image_size=IMAGE_SIZE, success_test=test)
+        for goal in states:
+            assert task.success(goal, goal) and task.distance(goal, goal) == pytest.approx(0.0, abs=1e-6)
+        distances = [task.distance(state, goal) for state in states for goal in states]
+        assert min(distances) >= 0
+        apart = [(s, g) for s in states for g in states if not task.success(s, g)]
+        assert apart, f"six random starts all meet each other's {test} test"
+        assert all(task.distance(s, g) > 0 for s, g in apart)
 
 
 def test_policies_act_in_the_action_box(task_and_env):

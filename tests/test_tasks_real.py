@@ -41,7 +41,35 @@ def test_placing_a_recorded_state_replays_the_recorded_step(name):
         env.close()
 
 
-def test_pusht_success_is_the_packages_coverage_test():
+PUSHT_GOAL = np.array([256.0, 400.0, 256.0, 256.0, np.pi / 4])  # pusher at its start, block at the package's goal
+
+
+def moved(goal: np.ndarray, **changes: float) -> np.ndarray:
+    """``goal`` with offsets added by name: ax, ay, bx, by (px) or angle (rad) for Push-T."""
+    index = {"ax": 0, "ay": 1, "bx": 2, "by": 3, "angle": 4}
+    state = goal.copy()
+    for name, change in changes.items():
+        state[index[name]] += change
+    return state
+
+
+def test_pusht_published_success_is_20_px_on_pusher_and_block_jointly_and_pi_over_9():
+    """stable-worldmodel's PushT.eval_state: ‖(agent xy, block xy) − goal's‖ < 20 and wrapped angle gap < π/9."""
+    task, goal = make_task("pusht"), PUSHT_GOAL
+    assert task.success_test == "published"
+    assert task.success(moved(goal, ax=19.0), goal) and not task.success(moved(goal, ax=21.0), goal)
+    assert task.success(moved(goal, by=-19.0), goal) and not task.success(moved(goal, by=-21.0), goal)
+    assert not task.success(moved(goal, ax=15.0, bx=15.0), goal)  # 15 px each, 21.2 px jointly
+    assert task.success(moved(goal, angle=np.pi / 9 - 1e-3), goal)
+    assert not task.success(moved(goal, angle=np.pi / 9 + 1e-3), goal)
+    wrapped = goal.copy()
+    wrapped[4], goal_near_zero = 2 * np.pi - 0.1, moved(goal, angle=0.1 - np.pi / 4)  # 0.2 rad apart across 0
+    assert task.success(wrapped, goal_near_zero)
+    assert task.distance(moved(goal, ax=19.0), goal) == pytest.approx(0.95)  # in units of the tolerance
+    assert task.distance(moved(goal, angle=np.pi / 18), goal) == pytest.approx(0.5)
+
+
+def test_pusht_coverage_test_is_the_packages_and_stricter_than_the_published_one():
     from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv
 
     from tasks.pusht import GOAL_POSE, coverage
@@ -52,21 +80,75 @@ def test_pusht_success_is_the_packages_coverage_test():
     for _ in range(20):
         state, *_, info = package.step(rng.uniform(100, 400, 2))
         assert coverage(state[2:5], GOAL_POSE) == pytest.approx(info["coverage"], abs=1e-9)
-    task = make_task("pusht")
-    goal = np.array([256, 400, *GOAL_POSE], dtype=np.float32)
-    nudged = goal.copy()
-    nudged[2] += 1.0  # 1 px: still covered
-    shifted = goal.copy()
-    shifted[2] += 10.0  # 10 px: coverage ~0.9, not a success
+    task, published, goal = make_task("pusht", success_test="coverage"), make_task("pusht"), PUSHT_GOAL
+    nudged, shifted = moved(goal, bx=1.0), moved(goal, bx=10.0)  # 1 px: still covered; 10 px: coverage ~0.9
     assert task.success(nudged, goal) and not task.success(shifted, goal)
     assert task.distance(shifted, goal) == pytest.approx(10.0)
+    assert published.success(shifted, goal) and published.success(moved(goal, angle=np.radians(5)), goal)
+    assert not task.success(moved(goal, angle=np.radians(5)), goal)
 
 
-def test_pusht_actions_span_the_packages_board():
+def test_pusht_actions_are_relative_pusher_targets_by_default_as_published():
+    """An action moves the package's target to the pusher's position + 100 px × action (absolute: over the board)."""
+    from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv
+
+    from tasks.pusht import action_to_target, target_to_relative_action
+
+    start = np.array([200.0, 300.0, 320.0, 150.0, 0.0])  # pusher clear of the block; angle 0: placed alike
+    action = np.array([0.5, -0.25], dtype=np.float32)
+    for action_mode, target in (("relative", start[:2] + [50.0, -25.0]), ("absolute", action_to_target(action))):
+        task = make_task("pusht", image_size=16, action_mode=action_mode)
+        assert task.config()["action_mode"] == action_mode
+        env, package = task.make_env(), PackagePushTEnv(obs_type="state")
+        try:
+            env.set_state(start)
+            package.reset(options={"reset_to_state": start})  # the same placed world
+            expected, *_ = package.step(target)
+            np.testing.assert_allclose(env.step(action)[0]["state"][:2], expected[:2], atol=1e-3)
+        finally:
+            env.close()
+    assert make_task("pusht").config()["action_mode"] == "relative" and make_task("pusht").version == "2"
+    far = target_to_relative_action(np.array([500.0, 100.0]), np.array([200.0, 250.0]))  # 300 px right, 150 up
+    np.testing.assert_allclose(far, [1.0, -0.5], atol=1e-6)  # brought within reach along its direction
+    with pytest.raises(ValueError, match="action_mode"):
+        make_task("pusht", action_mode="delta")
+
+
+def test_pusht_absolute_actions_span_the_packages_board():
     from tasks.pusht import action_to_target, target_to_action
 
     np.testing.assert_allclose(action_to_target(np.array([-1.0, 1.0])), [0.0, 512.0])
     np.testing.assert_allclose(target_to_action(np.array([256.0, 128.0])), [0.0, -0.5])
+
+
+def test_reacher_published_success_is_every_joint_within_0_05_rad():
+    """stable-worldmodel's reacher task qpos_match: every |Δqpos| < 0.05, velocities and target ignored."""
+    task = make_task("reacher")
+    goal = np.array([0.3, -0.4, 0.0, 0.0, 0.1, 0.1])
+    assert task.success_test == "published"
+
+    def off(shoulder: float = 0.0, wrist: float = 0.0) -> np.ndarray:
+        return goal + np.array([shoulder, wrist, 5.0, -5.0, 0.0, 0.0])  # fast joints: velocities do not count
+
+    assert task.success(off(wrist=0.049), goal) and not task.success(off(wrist=0.051), goal)
+    assert task.success(off(shoulder=-0.049), goal) and not task.success(off(shoulder=-0.051), goal)
+    assert task.success(off(0.049, 0.049), goal)  # per joint, not a norm (0.069 jointly)
+    assert task.distance(off(0.02, -0.03), goal) == pytest.approx(0.03)  # the largest joint error, rad
+
+
+def test_reacher_fingertip_test_is_looser_and_blind_to_the_elbow_side():
+    from tasks.reacher import LINK_LENGTHS, fingertip, reach
+
+    published, looser = make_task("reacher"), make_task("reacher", success_test="fingertip")
+    goal = np.array([*reach(np.array([0.15, 0.05]), np.array([0.0, 1.0])), 0.0, 0.0, 0.15, 0.05])
+    (l1, l2), (shoulder, wrist) = LINK_LENGTHS, goal[:2]
+    mirrored = goal.copy()  # the other elbow side, the same fingertip
+    mirrored[:2] = shoulder + 2 * np.arctan2(l2 * np.sin(wrist), l1 + l2 * np.cos(wrist)), -wrist
+    np.testing.assert_allclose(fingertip(mirrored), fingertip(goal), atol=1e-9)
+    assert looser.success(mirrored, goal) and not published.success(mirrored, goal)
+    near = goal + np.array([0.15, 0.0, 0.0, 0.0, 0.0, 0.0])  # 0.15 rad at the shoulder: ~2.4 cm at the fingertip
+    assert looser.success(near, goal) and not published.success(near, goal)
+    assert looser.distance(near, goal) == pytest.approx(np.linalg.norm(fingertip(near) - fingertip(goal)))
 
 
 def test_reacher_expert_goal_rests_the_fingertip_on_the_target():
@@ -84,6 +166,14 @@ def test_reacher_expert_goal_rests_the_fingertip_on_the_target():
         np.testing.assert_allclose(env.physics.named.data.geom_xpos["finger", :2], goal[4:6], atol=1e-5)
     finally:
         env.close()
+
+
+def test_reacher_expert_goal_keeps_the_shoulders_turn_as_the_published_test_compares_unwrapped_angles():
+    from tasks.reacher import fingertip, reach
+
+    wound = np.array([3.5, 0.3])  # the free shoulder past π, as a few turns of a random policy leave it
+    goal = reach(fingertip(np.array([3.6, 0.4, 0.0, 0.0, 0.0, 0.0])), wound)
+    np.testing.assert_allclose(goal, [3.6, 0.4], atol=1e-6)  # not 3.6 − 2π: that would never pass qpos_match
 
 
 def test_cube_compiles_its_scene_with_the_requested_shadow_map():
@@ -123,7 +213,7 @@ def expert_success_rate(name: str, noise: float, episodes: int) -> float:
 
 
 @pytest.mark.slow
-def test_pusht_expert_covers_the_goal_without_noise_and_mostly_with_a_little(cache_dir):
+def test_pusht_expert_reaches_the_goal_without_noise_and_mostly_with_a_little(cache_dir):
     assert expert_success_rate("pusht", 0.0, 10) >= 0.8  # measured 20/20
     assert expert_success_rate("pusht", 0.05, 10) >= 0.5  # measured 17/20 (at noise 0.1: 1/40)
 

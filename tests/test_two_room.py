@@ -140,12 +140,24 @@ def test_expert_goal_is_in_the_other_room_as_often_as_configured():
         assert (start[0] < 32) != (expert.goal[0] < 32)
 
 
-def test_success_and_distance_use_the_configured_radius():
+def test_success_is_strictly_within_the_configured_radius_as_published():
+    """stable-worldmodel's TwoRoom: ``dist < 16`` (px at 224), here ``success_radius`` world units."""
     task = make_task("two_room", success_radius=5.0)
+    assert task.success_test == "published"
     goal = np.array([10.0, 10.0], dtype=np.float32)
     assert task.distance(np.array([13.0, 14.0]), goal) == pytest.approx(5.0)
-    assert task.success(np.array([13.0, 14.0]), goal)
-    assert not task.success(np.array([13.0, 14.1]), goal)
+    assert task.success(np.array([13.0, 13.99]), goal)
+    assert not task.success(np.array([13.0, 14.0]), goal)  # exactly on the radius: not within it
+
+
+def test_speed_is_a_recorded_option_and_the_published_speed_is_5_px_per_step_at_224_px():
+    """The default stays 1 unit/step (the quickstart's figures); 10/7 units/step is the published env's speed."""
+    assert make_task("two_room").config()["max_speed"] == 1.0
+    published = make_task("two_room", max_speed=10 / 7)
+    assert published.config()["max_speed"] == pytest.approx(10 / 7)
+    start = np.array([[10.0, 40.0]], dtype=np.float32)
+    step = published.simulate(start, np.array([[1.0, 0.0]], dtype=np.float32)) - start
+    assert step[0, 0] * 224 / published.geometry.world_size == pytest.approx(5.0, abs=1e-4)  # px at 224 px
 
 
 @pytest.mark.parametrize(

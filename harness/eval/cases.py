@@ -4,16 +4,22 @@ Following the published protocol, a case starts at a state of an episode and its
 goal is the state ``goal_offset`` steps later in the same episode, so every goal is
 reachable. Cases depend only on the data and the protocol (never on the model or
 the condition), so every comparison is paired.
+
+A :class:`Case` is the evaluator's: it holds true states and the recorded actions. A
+controller gets its :class:`CaseView` only (what a real robot would know of the episode:
+which one it is and its seed); the goal image and the history frames and actions reach it
+as pixels and arrays through ``Controller.begin`` and ``Observation``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from harness.eval.protocol import EvalProtocol
-from tasks.base import Task
+from tasks.base import StateLeakError, Task
 from tasks.data import Episodes
 
 MAX_DRAWS = 1000  # per case, before giving up on finding an unsolved start
@@ -24,11 +30,26 @@ class CaseError(ValueError):
 
 
 @dataclass(frozen=True)
-class Case:
-    """One evaluation episode's setup; everything a controller may see comes from rendering it."""
+class CaseView:
+    """What a controller may know of a case: which one it is and its seed, never its states or actions."""
 
     index: int
     case_seed: int
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for a missing attribute: a case's true states and recorded actions raise StateLeakError."""
+        if name in EVALUATOR_ONLY:
+            raise StateLeakError(
+                f"a controller read case.{name}, which only the evaluator may; controllers see the goal image "
+                f"and the history frames and actions (Controller.begin, Observation)"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class Case(CaseView):
+    """One evaluation episode's setup, the evaluator's alone: controllers get :meth:`view` and rendered pixels."""
+
     episode: int
     start_step: int
     history_states: np.ndarray  # (h, S): states at start - (h-1)·frameskip, ..., start
@@ -40,6 +61,14 @@ class Case:
     @property
     def start(self) -> np.ndarray:
         return self.history_states[-1]
+
+    def view(self) -> CaseView:
+        """The redacted case a controller receives (a fresh CaseView holding no reference to this case)."""
+        return CaseView(index=self.index, case_seed=self.case_seed)
+
+
+# What a CaseView refuses: every field of a Case beyond the view's own, and the start state.
+EVALUATOR_ONLY = frozenset({f.name for f in fields(Case)} - {f.name for f in fields(CaseView)} | {"start"})
 
 
 def make_cases(task: Task, episodes: Episodes, protocol: EvalProtocol) -> tuple[list[Case], int]:

@@ -5,11 +5,18 @@ Reference controllers are registered in :data:`REFERENCE_CONTROLLERS` beside the
 ``models.registry.MODELS``: a sweep names either, and a reference controller's ``role``
 ("floor" or "ceiling") is written into every row, so the leaderboard never recognises
 them by name.
+
+A controller sees what a real robot would: a :class:`~harness.eval.cases.CaseView` per
+episode (its index and seed), the goal image, and at each replanning step the history
+frames and the actions it executed. The evaluator runs ``begin`` and ``plan`` inside
+``planning_guard`` unless the controller declares ``reads_state`` (the oracle, by design),
+and only such a controller is handed the full cases.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -17,7 +24,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from harness.eval.cases import Case
+from harness.eval.cases import Case, CaseView
 from harness.eval.planners import LatentCost, PlannerConfig, make_planner, warm_start
 from models.world_model import WorldModel
 from tasks.base import Task
@@ -42,8 +49,8 @@ class Controller(ABC):
     reads_state: ClassVar[bool] = False  # only reference controllers (the oracle) may
 
     @abstractmethod
-    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
-        """Start K episodes; goal_pixels (K, H, W, 3) is the rendered goal."""
+    def begin(self, cases: Sequence[CaseView], goal_pixels: np.ndarray) -> None:
+        """Start K episodes; goal_pixels (K, H, W, 3) is the rendered goal. Full cases only with ``reads_state``."""
 
     @abstractmethod
     def plan(self, observation: Observation) -> torch.Tensor:
@@ -60,7 +67,7 @@ def to_model_pixels(frames: np.ndarray, device: torch.device | str = "cpu") -> t
     return rearrange(tensor, "... h w c -> ... c h w").float().div_(255.0)
 
 
-def _generator(seed: int, cases: list[Case], device: torch.device | str = "cpu") -> torch.Generator:
+def _generator(seed: int, cases: Sequence[CaseView], device: torch.device | str = "cpu") -> torch.Generator:
     """One generator per episode batch, seeded by the trial and the cases: same seed, same plans."""
     return torch.Generator(device=device).manual_seed(seed + cases[0].case_seed % 2**31)
 
@@ -78,7 +85,7 @@ class ModelController(Controller):
         return self.model.describe().get("encoder", "")
 
     @torch.inference_mode()
-    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
+    def begin(self, cases: Sequence[CaseView], goal_pixels: np.ndarray) -> None:
         goal = to_model_pixels(goal_pixels[:, None], self.device)  # (K, 1, 3, H, W)
         self.z_goal = self.model.encode(goal)[:, -1]  # (K, N, D): encoded once per episode
         self.previous: torch.Tensor | None = None
@@ -104,7 +111,7 @@ class RandomController(Controller):
     def __init__(self, task: Task, planner: PlannerConfig, frameskip: int, seed: int) -> None:
         self.planner, self.action_width, self.seed = planner, frameskip * task.action_dim, seed
 
-    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
+    def begin(self, cases: Sequence[CaseView], goal_pixels: np.ndarray) -> None:
         self.generator = _generator(self.seed, cases)
 
     def plan(self, observation: Observation) -> torch.Tensor:
@@ -117,7 +124,8 @@ class OracleController(Controller):
     """The ceiling: the same optimiser planning in the true simulator (``task.simulate``).
 
     Where a task has no batched simulator, it replays the recorded actions that led
-    from the start to the goal in the source episode.
+    from the start to the goal in the source episode. It reads state by design, so the
+    evaluator hands it the full cases and runs it outside the planning guard.
     """
 
     name = "oracle"
@@ -132,8 +140,10 @@ class OracleController(Controller):
     def describe(self) -> str:
         return f"sim-{self.planner.name}" if self.simulated else "replay"
 
-    def begin(self, cases: list[Case], goal_pixels: np.ndarray) -> None:
-        self.cases = cases
+    def begin(self, cases: Sequence[CaseView], goal_pixels: np.ndarray) -> None:
+        if not all(isinstance(case, Case) for case in cases):
+            raise TypeError("the oracle reads the goal state and recorded actions: give it the full cases")
+        self.cases: list[Case] = list(cases)
         self.goals = np.stack([case.goal for case in cases])
         self.generator = _generator(self.seed, cases)
 

@@ -2,8 +2,10 @@
 
 The evaluator is the only code that reads true state: it places each env at the
 case's start, renders the goal, steps the env with the controller's actions and
-judges success. Controllers receive pixels, the actions they sent, and (oracle
-only) the true state — never the env itself.
+judges success. Controllers receive a redacted case (``Case.view``), pixels and the
+actions they sent, with ``begin`` and every ``plan`` inside ``planning_guard``; only a
+reference controller that declares ``reads_state`` (the oracle) gets the full cases and
+the true state — never the env itself.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from harness.eval.cases import Case
 from harness.eval.controllers import Controller, Observation
 from harness.eval.protocol import EvalProtocol
 from harness.report.stats import wilson_interval
-from tasks.base import Task, planning_guard
+from tasks.base import StateLeakError, Task, planning_guard
 from tasks.conditions import Condition
 
 
@@ -42,6 +44,11 @@ def run_episodes(
     batch_size: int | None = None,
 ) -> list[EpisodeResult]:
     """Run every case under ``condition``, ``batch_size`` episodes (default: the planner's) planned together."""
+    if controller.reads_state and controller.role == "model":
+        raise StateLeakError(
+            f"controller {controller.name!r} declares reads_state, which only reference controllers "
+            f"(role 'floor' or 'ceiling') may; a model plans from pixels"
+        )
     batch_size = batch_size or controller.planner.batch_episodes
     results = []
     for first in range(0, len(cases), batch_size):
@@ -71,13 +78,16 @@ def _run_batch(
         ]  # one actuator per episode: its noise stream and, for sticky actions, its last executed action
         reached = [bool(task.success(case.start, case.goal)) for case in cases]
         first_success = [0 if r else budget for r in reached]
-        controller.begin(cases, view.observe(goal_pixels))
+        guard = nullcontext if controller.reads_state else planning_guard
+        shown = cases if controller.reads_state else [case.view() for case in cases]  # what a robot would know
+        with guard():
+            controller.begin(shown, view.observe(goal_pixels))
         plan_ms: list[float] = []
         steps = 0
         while steps < budget:
             states = np.stack([env.get_state() for env in envs]) if controller.reads_state else None
             started = time.perf_counter()
-            with nullcontext() if controller.reads_state else planning_guard():
+            with guard():
                 plan = controller.plan(Observation(view.observe(history), past_actions, steps, states)).numpy()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()

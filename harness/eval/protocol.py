@@ -18,7 +18,11 @@ from typing import Any, Literal
 class EvalProtocol:
     """How evaluation cases are drawn and judged.
 
-    ``history`` and ``frameskip`` of None take the task's published defaults.
+    ``history``, ``frameskip`` and ``success_test`` of None take the task's defaults.
+    ``success_test`` names the task's test (``Task.success_tests``): ``"published"`` is the
+    authors' evaluation's on every task; e.g. Push-T's ``"coverage"`` or Reacher's
+    ``"fingertip"`` are the packages' own. It is hashed, so rows judged differently are
+    never ranked together.
     """
 
     name: str = "wmbench"
@@ -29,6 +33,7 @@ class EvalProtocol:
     episodes: int = 50  # evaluation episodes per condition (LeWM: 50)
     split: Literal["heldout", "train"] = "heldout"  # where (start, goal) pairs come from
     success: Literal["ever", "final"] = "ever"  # "ever within" the goal during the budget, or at the end
+    success_test: str | None = None  # which of the task's success tests judges (Task.success_tests)
     resample_solved: bool = True  # redraw a case whose start already meets the goal
     case_seed: int = 0  # seeds the cases; shared by every model, seed and condition
 
@@ -41,13 +46,18 @@ class EvalProtocol:
             raise ValueError(f"protocol.split must be heldout or train, got {self.split!r}")
         if self.success not in ("ever", "final"):
             raise ValueError(f"protocol.success must be ever or final, got {self.success!r}")
+        if self.success_test is not None and not (isinstance(self.success_test, str) and self.success_test):
+            raise ValueError(f"protocol.success_test must name a task's success test, got {self.success_test!r}")
 
-    def resolved(self, default_history: int, default_frameskip: int) -> EvalProtocol:
-        """This protocol with the task's defaults filled in."""
+    def resolved(
+        self, default_history: int, default_frameskip: int, default_success_test: str | None = None
+    ) -> EvalProtocol:
+        """This protocol with the task's defaults filled in (``default_success_test``: the test the task judges by)."""
         return dataclasses.replace(
             self,
             history=self.history if self.history is not None else default_history,
             frameskip=self.frameskip if self.frameskip is not None else default_frameskip,
+            success_test=self.success_test if self.success_test is not None else default_success_test,
         )
 
     def to_json(self) -> str:
@@ -60,12 +70,16 @@ class EvalProtocol:
 
 
 PRESETS: dict[str, EvalProtocol] = {
-    # The harness default: the published 25/50 setting on held-out episodes, solved starts redrawn.
-    "wmbench": EvalProtocol(name="wmbench"),
-    # LeWM paper v3 / released config: cases from the training episodes, no resampling.
-    "lewm_v3": EvalProtocol(name="lewm_v3", split="train", resample_solved=False),
+    # The harness default: the published 25/50 setting and success tests, on held-out episodes, solved
+    # starts redrawn. The published tests (not e.g. Push-T's stricter coverage) so that its rows differ
+    # from lewm_v3's only in where the cases come from; the packages' own tests stay named options.
+    "wmbench": EvalProtocol(name="wmbench", success_test="published"),
+    # LeWM paper v3 / released config: cases from the training episodes, no resampling, the authors' tests.
+    "lewm_v3": EvalProtocol(name="lewm_v3", split="train", resample_solved=False, success_test="published"),
     # LeWM paper v1 (Two-Room): goal 100 steps ahead, 150-step budget.
-    "lewm_v1": EvalProtocol(name="lewm_v1", goal_offset=100, budget=150, split="train", resample_solved=False),
+    "lewm_v1": EvalProtocol(
+        name="lewm_v1", goal_offset=100, budget=150, split="train", resample_solved=False, success_test="published"
+    ),
 }
 
 

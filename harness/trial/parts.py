@@ -56,8 +56,10 @@ class TrialParts(TrialData):
 
 def trial_data(spec: TrialSpec) -> TrialData:
     """The spec's task and its training and held-out collections (from the dataset cache, else collected)."""
-    task = make_task(spec.task.name, image_size=spec.task.image_size, **spec.task.options)
-    protocol = spec.protocol.resolved(task.default_history, task.default_frameskip)
+    task = make_task(
+        spec.task.name, image_size=spec.task.image_size, success_test=spec.protocol.success_test, **spec.task.options
+    )  # the protocol's success test judges; the data do not depend on it
+    protocol = spec.protocol.resolved(task.default_history, task.default_frameskip, task.success_test)
     data = spec.data
 
     def dataset(episodes: int, seed: int) -> Episodes:

@@ -44,7 +44,9 @@ def run_trial(
     device = torch.device(device)
     parts = build_trial(spec, device, world_size, report)
     measured = _model_fields(spec, parts, device)
-    identity = _identity(spec, parts.protocol, device, parts.task.requires)
+    # The row names what ran: a zoo entry with a stand-in part says so (e.g. dino_wm[mae] without DINOv2 weights).
+    entry = parts.model.entry_name(spec.model.name) if parts.model is not None else spec.model.name
+    identity = _identity(spec, parts.protocol, device, parts.task.requires) | {"model": entry}
     condition_rows, episode_rows = [], []
     for condition in spec.conditions:
         episodes = run_episodes(parts.controller, parts.task, parts.cases, parts.protocol, condition)
@@ -71,7 +73,7 @@ def run_trial(
                 finished_at=datetime.now(UTC),
             )
         )
-        episode_rows += _episode_rows(spec, condition, parts.protocol, episodes)
+        episode_rows += _episode_rows(spec, entry, condition, parts.protocol, episodes)
     peak = provenance.peak_memory_mb(device)
     return [dataclasses.replace(row, peak_mem_mb=peak) for row in condition_rows], episode_rows
 
@@ -137,7 +139,8 @@ def _failed_trial_context(spec: TrialSpec) -> tuple[EvalProtocol, tuple[str, ...
         task = task_class(spec.task.name)
     except Exception:  # noqa: BLE001 - the task itself may be what failed
         return spec.protocol, ()
-    return spec.protocol.resolved(task.default_history, task.default_frameskip), task.requires
+    protocol = spec.protocol.resolved(task.default_history, task.default_frameskip, task.success_tests[0])
+    return protocol, task.requires
 
 
 def _identity(
@@ -165,13 +168,13 @@ def _identity(
 
 
 def _episode_rows(
-    spec: TrialSpec, condition: Condition, protocol: EvalProtocol, episodes: list[EpisodeResult]
+    spec: TrialSpec, entry: str, condition: Condition, protocol: EvalProtocol, episodes: list[EpisodeResult]
 ) -> list[EpisodeRow]:
     return [
         EpisodeRow(
             trial_id=spec.trial_id,
             task=spec.task.name,
-            model=spec.model.name,
+            model=entry,
             role=spec.role,
             variant=spec.variant,
             seed=spec.seed,

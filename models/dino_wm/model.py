@@ -16,7 +16,8 @@ The frozen encoder comes from one of two sources, recorded by ``describe()["enco
 * Without weights, the same architecture pretrained here in ``prepare(dataset)`` as a masked
   autoencoder on the task's own frames (``selfsup-mae-<steps>``, mae.py): 75% of patches
   masked, a small transformer decoder reconstructs their per-patch-normalised pixels (He et
-  al., 2022), then the decoder is dropped and the encoder frozen.
+  al., 2022), then the decoder is dropped and the encoder frozen. That is not DINO-WM, so its
+  rows are named ``dino_wm[mae]`` (``entry_name``); only DINOv2 weights give rows named ``dino_wm``.
 
 Proprioception is not used: the WorldModel contract gives ``encode`` pixels only.
 """
@@ -238,6 +239,10 @@ class DinoWM(WorldModel):
         if self.selfsup_loss is not None:
             facts["selfsup_loss"] = f"{self.selfsup_loss[0]:.4f}->{self.selfsup_loss[1]:.4f}"
         return facts
+
+    def entry_name(self, registered: str) -> str:
+        """``registered`` with DINOv2 weights; ``registered[mae]`` with the self-supervised stand-in, not DINO-WM."""
+        return registered if self.config.encoder_path is not None else f"{registered}[mae]"
 
     def get_extra_state(self) -> Tensor:
         """Which encoder the saved weights are, so a restored checkpoint reports (and skips pretraining) correctly.

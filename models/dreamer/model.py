@@ -10,12 +10,20 @@ transposed-convolution decoder reconstructs the frame from the features f_t = h_
     prior   p(s_t | h_t),   posterior q(s_t | h_t, e_t)
     L       = ‖decode(f_t) − x_t‖² + β_dyn·max(1, KL[sg(q) ‖ p]) + β_rep·max(1, KL[q ‖ sg(p)])
 
-Planning uses the same latent CEM as every zoo entry, with the cost on the features f.
+Planning uses the same latent CEM as every zoo entry. Its latent (``plan_latent``) is, by
+default, the stochastic state's class probabilities: the posterior q(s | h_0, e) of a frame
+encoded alone, the prior p(s_H | h_H) of an imagined one. Both are distributions over the same
+code, so ‖ẑ_H − z_goal‖² is the Brier score of the imagined state predicting the goal's code, a
+distance toward the goal; surprise (predict vs encode) compares the same two. The features
+h ++ s are not comparable that way: a frame encoded alone has h = h_0, so a cost on them adds
+‖h_H − h_0‖², which does not depend on the goal and dominated the cost (Spearman 0.99 with it
+on random plans); "features" stays an option only to re-run rows made with it.
+
 ``encode`` filters the posterior over the given frames when it is given the actions between
-them; without actions (the planner's call) it encodes every frame as the first of a sequence,
-from h_0 — the state the filter starts every training window in — so the current frame and the
-goal are encoded alike. ``rollout`` imagines with the prior from the last frame's features,
-carrying h and s from step to step; those features stand for the past, so ``history`` is 1.
+them (features only); without actions (the planner's call) it encodes every frame as the first
+of a sequence, from h_0 — the state the filter starts every training window in — so the current
+frame and the goal are encoded alike. ``rollout`` imagines with the prior from the last frame's
+state, carrying h and s from step to step; that state stands for the past, so ``history`` is 1.
 In eval mode the stochastic state is the mode of its distribution, so a rollout is
 deterministic; in training mode it is a straight-through sample.
 """
@@ -52,12 +60,15 @@ class DreamerConfig:
     free_nats: float = 1.0  # KL below 1 nat is not penalised (DreamerV3 "free bits")
     kl_dyn: float = 0.8  # KL balancing: weight of the prior-training side (DreamerV2 α = 0.8)
     kl_rep: float = 0.2  # ... and of the posterior-regularising side (1 − α)
-    # The latent the planner compares: "features" h ++ s (DreamerV3's features), or "stochastic" s
-    # alone. A frame encoded alone has h = h_0, so in "features" the goal's h is h_0 and the cost
-    # also measures how far an imagined h_H strays from h_0; "stochastic" leaves that term out.
-    plan_latent: str = "features"
+    # The latent the planner and surprise compare: "probabilities" of the stochastic state (posterior
+    # when encoding, prior when imagining), "stochastic" its one-hot sample, or "features" h ++ s
+    # (DreamerV3's features). A frame encoded alone has h = h_0, so "features" adds the goal-blind
+    # ‖h_H − h_0‖² to every cost; it is kept only to re-run rows made with it (wmbench).
+    plan_latent: str = "probabilities"
     history: int = 1  # the filtered features of the current frame summarise the past, whatever the protocol's
 
+
+PLAN_LATENTS = ("probabilities", "stochastic", "features")
 
 SIZES: dict[str, DreamerConfig] = {
     "tiny": DreamerConfig(cnn_depth=8, deter=64, hidden=64, stoch=16, classes=16),
@@ -70,7 +81,7 @@ def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 class DreamerWM(WorldModel):
-    """RSSM world model; latents are the features h ++ s as one token per frame."""
+    """RSSM world model; its latent is one token per frame (``plan_latent``: s's probabilities by default)."""
 
     def __init__(self, config: DreamerConfig) -> None:
         super().__init__()
@@ -78,8 +89,8 @@ class DreamerWM(WorldModel):
         self.history = config.history
         c = config
         self.stoch_dim = c.stoch * c.classes
-        if c.plan_latent not in ("features", "stochastic"):
-            raise ValueError(f"dreamer plan_latent {c.plan_latent!r} must be 'features' or 'stochastic'")
+        if c.plan_latent not in PLAN_LATENTS:
+            raise ValueError(f"dreamer plan_latent {c.plan_latent!r} must be one of {', '.join(PLAN_LATENTS)}")
         self.feature_dim = c.deter + self.stoch_dim
         self.encoder = ConvEncoder(c.image_size, c.cnn_depth, c.cnn_stages)
         self.decoder = ConvDecoder(self.feature_dim, self.encoder)
@@ -120,10 +131,11 @@ class DreamerWM(WorldModel):
         """h_t = GRU(h_{t-1}, [s_{t-1}, a_{t-1}]); all (B, ·)."""
         return self.gru(self.gru_input(torch.cat([stoch, action], dim=-1)), deter)
 
-    def _imagine_step(self, deter: Tensor, stoch: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        """One step of the prior: (h, s, a) -> (h', s')."""
+    def _imagine_step(self, deter: Tensor, stoch: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One step of the prior: (h, s, a) -> (h', s', p(s' | h')), the probabilities (B, S, K)."""
         deter = self._recur(deter, stoch, action)
-        return deter, self._sample(self._distribution(self.prior_net(deter)))
+        prior = self._distribution(self.prior_net(deter))
+        return deter, self._sample(prior), prior
 
     def _observe(self, embed: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Filter a sequence: embed (B, T, E), actions (B, T, A) -> h (B, T, deter), s (B, T, S·K),
@@ -144,20 +156,27 @@ class DreamerWM(WorldModel):
             posteriors.append(posterior)
         return tuple(torch.stack(x, dim=1) for x in (deters, stochs, priors, posteriors))
 
-    def _latent(self, deter: Tensor, stoch: Tensor) -> Tensor:
-        """The state as the planner sees it: h ++ s, or s alone (``plan_latent``)."""
-        return torch.cat([deter, stoch], dim=-1) if self.config.plan_latent == "features" else stoch
+    def _latent(self, deter: Tensor, stoch: Tensor, probs: Tensor) -> Tensor:
+        """The state as the planner sees it (``plan_latent``): s's probabilities (..., S·K), s, or h ++ s."""
+        if self.config.plan_latent == "features":
+            return torch.cat([deter, stoch], dim=-1)
+        if self.config.plan_latent == "stochastic":
+            return stoch
+        return rearrange(probs, "... s k -> ... (s k)")
 
     def _split(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Latent (..., D) -> h (..., deter), s (..., S·K); a stochastic-only latent starts from h_0."""
+        """Latent (..., D) -> h (..., deter), s (..., S·K); a latent without h is a frame encoded alone (h_0)."""
+        if self.config.plan_latent == "features":
+            return z[..., : self.config.deter], z[..., self.config.deter :]
+        deter = z.new_zeros(*z.shape[:-1], self.config.deter)
         if self.config.plan_latent == "stochastic":
-            return z.new_zeros(*z.shape[:-1], self.config.deter), z
-        return z[..., : self.config.deter], z[..., self.config.deter :]
+            return deter, z
+        return deter, self._sample(rearrange(z, "... (s k) -> ... s k", k=self.config.classes))
 
     # --- the WorldModel contract -------------------------------------------------------------
 
     def encode(self, pixels: Tensor, actions: Tensor | None = None) -> Tensor:
-        """Posterior latents of each frame: pixels (B, T, 3, H, W) -> z (B, T, 1, D), D = deter + S·K (or S·K).
+        """Posterior latents of each frame: pixels (B, T, 3, H, W) -> z (B, T, 1, D), D = S·K (or deter + S·K).
 
         With the actions between the frames (B, T, A), the posterior is filtered over the
         sequence; without them, every frame is encoded as the first of a sequence (from h_0).
@@ -165,23 +184,24 @@ class DreamerWM(WorldModel):
         batch = pixels.shape[0]
         embed = rearrange(self.encoder(rearrange(pixels, "b t c h w -> (b t) c h w")), "(b t) e -> b t e", b=batch)
         if actions is not None:
-            if self.config.plan_latent == "stochastic":
+            if self.config.plan_latent != "features":
                 raise ValueError("dreamer encode(actions=...) filters h, which needs plan_latent='features'")
-            deter, stoch = self._observe(embed, actions)[:2]  # (B, T, ·)
-            return rearrange(self._latent(deter, stoch), "b t d -> b t 1 d")
+            deter, stoch, _, posterior = self._observe(embed, actions)  # (B, T, ·)
+            return rearrange(self._latent(deter, stoch, posterior), "b t d -> b t 1 d")
         singles = rearrange(embed, "b t e -> (b t) 1 e")  # each frame a sequence of one
-        deter, stoch = self._observe(singles, singles.new_zeros(singles.shape[0], 1, self.config.action_dim))[:2]
-        return rearrange(self._latent(deter, stoch), "(b t) 1 d -> b t 1 d", b=batch)
+        no_action = singles.new_zeros(singles.shape[0], 1, self.config.action_dim)
+        deter, stoch, _, posterior = self._observe(singles, no_action)
+        return rearrange(self._latent(deter, stoch, posterior), "(b t) 1 d -> b t 1 d", b=batch)
 
     def predict(self, z_hist: Tensor, actions: Tensor) -> Tensor:
         """One prior step from every frame: z (B, T, 1, D), actions (B, T, A) -> z_next (B, T, 1, D).
 
-        A stochastic-only latent is taken as a frame encoded alone (h = h_0).
+        A latent without h is taken as a frame encoded alone (h = h_0), as ``encode`` makes it.
         """
         batch = z_hist.shape[0]
         deter, stoch = self._split(rearrange(z_hist, "b t 1 d -> (b t) d"))
-        deter, stoch = self._imagine_step(deter, stoch, rearrange(actions, "b t a -> (b t) a"))
-        return rearrange(self._latent(deter, stoch), "(b t) d -> b t 1 d", b=batch)
+        deter, stoch, prior = self._imagine_step(deter, stoch, rearrange(actions, "b t a -> (b t) a"))
+        return rearrange(self._latent(deter, stoch, prior), "(b t) d -> b t 1 d", b=batch)
 
     def rollout(self, z_hist: Tensor, plan: Tensor, past_actions: Tensor | None = None) -> Tensor:
         """Imagine with the prior from the last frame's state: z_hist (B, h, 1, D), plan (B, H, A) -> (B, H, 1, D).
@@ -192,8 +212,8 @@ class DreamerWM(WorldModel):
         deter, stoch = self._split(z_hist[:, -1, 0])
         imagined = []
         for step in range(plan.shape[1]):
-            deter, stoch = self._imagine_step(deter, stoch, plan[:, step])
-            imagined.append(self._latent(deter, stoch))
+            deter, stoch, prior = self._imagine_step(deter, stoch, plan[:, step])
+            imagined.append(self._latent(deter, stoch, prior))
         return rearrange(torch.stack(imagined, dim=1), "b t d -> b t 1 d")
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,0 +1,82 @@
+"""LeWM's predictor parts, shared by the zoo: BatchNorm projector, action encoder, AdaLN-zero causal transformer.
+
+LeWM (REFERENCE.md, LeWM "Method") and the PLDM of LeWM's comparison (REFERENCE.md, "The
+authors' evaluation code") use the same parts: one latent per frame through a BatchNorm MLP
+projector, action blocks embedded by a Conv1d(k=1) and an MLP with SiLU, and a causal
+transformer that takes the actions in every block by AdaLN-zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from models.blocks.vit import ConditionedBlock
+
+
+class Projector(nn.Module):
+    """MLP with BatchNorm1d: Linear → BatchNorm1d → GELU → Linear, over any leading dims."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in_dim) -> (..., out_dim); BatchNorm's batch is every leading position."""
+        flat = x.reshape(-1, x.shape[-1])  # (prod(...), in_dim)
+        return self.net(flat).reshape(*x.shape[:-1], -1)
+
+
+class ActionEncoder(nn.Module):
+    """Embeds each action block: Conv1d(k=1) over time, then an MLP with SiLU."""
+
+    def __init__(self, action_dim: int, conv_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(action_dim, conv_dim, kernel_size=1)
+        self.mlp = nn.Sequential(nn.Linear(conv_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, actions: Tensor) -> Tensor:
+        """(B, T, A) -> (B, T, out_dim)."""
+        smoothed = rearrange(self.conv(rearrange(actions, "b t a -> b a t")), "b c t -> b t c")
+        return self.mlp(smoothed)
+
+
+class CausalPredictor(nn.Module):
+    """Causal transformer over one latent per frame with AdaLN-zero action conditioning in every block.
+
+    ``dropout`` acts inside attention and MLP, ``emb_dropout`` on the input embeddings (the
+    authors' library: 0.1 and 0).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        width: int,
+        depth: int,
+        heads: int,
+        dim_head: int,
+        mlp_dim: int,
+        dropout: float,
+        emb_dropout: float,
+        max_frames: int,
+    ) -> None:
+        super().__init__()
+        self.max_frames = max_frames
+        self.input = nn.Linear(latent_dim, width) if latent_dim != width else nn.Identity()
+        self.pos_embed = nn.Parameter(torch.randn(1, max_frames, width) * 0.02)
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.blocks = nn.ModuleList(ConditionedBlock(width, heads, mlp_dim, dropout, dim_head) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, latents: Tensor, action_embeddings: Tensor) -> Tensor:
+        """latents (B, T, D) and action embeddings (B, T, width) -> (B, T, width); output t sees frames <= t."""
+        frames = latents.shape[1]
+        if frames > self.max_frames:
+            raise ValueError(f"the predictor has positions for {self.max_frames} frames, got {frames}")
+        x = self.emb_dropout(self.input(latents) + self.pos_embed[:, :frames])  # (B, T, width)
+        for block in self.blocks:
+            x = block(x, action_embeddings, is_causal=True)
+        return self.norm(x)
