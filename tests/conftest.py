@@ -27,3 +27,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("wmbench-cache")
     os.environ["WMBENCH_CACHE"] = str(path)
     return path
+
+
+class NaNPixels(torch.utils.data.Dataset):
+    """Windows whose frames are NaN: a training loss on them cannot stay finite."""
+
+    def __init__(self, windows: torch.utils.data.Dataset) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        window = dict(self.windows[index])
+        window["pixels"] = torch.full_like(window["pixels"], float("nan"))
+        return window

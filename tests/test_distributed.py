@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import NaNPixels
 from einops import rearrange
 from torch import nn
 
@@ -66,21 +67,6 @@ class LinearWorldModel(WorldModel):
     @property
     def tokens_per_frame(self) -> int:
         return 1
-
-
-class NaNPixels(torch.utils.data.Dataset):
-    """Windows whose frames are NaN: the loss cannot stay finite."""
-
-    def __init__(self, windows: torch.utils.data.Dataset) -> None:
-        self.windows = windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        window = dict(self.windows[index])
-        window["pixels"] = torch.full_like(window["pixels"], float("nan"))
-        return window
 
 
 def test_two_rank_ddp_training_ends_with_identical_weights(two_room_windows, tmp_path):

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import NaNPixels
 
 import harness.trial.checkpoints as checkpoints
 from harness.eval.probes import Ridge, fit_probe, linear_probe, r2_per_dim
@@ -170,21 +171,6 @@ def test_lr_warms_up_linearly_then_decays_by_cosine():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[505] == pytest.approx(0.5, abs=0.01)
     assert all(a >= b for a, b in zip(factors[9:], factors[10:], strict=False))
-
-
-class NaNPixels(torch.utils.data.Dataset):
-    """Two-Room windows whose frames are NaN: the loss cannot stay finite."""
-
-    def __init__(self, windows: torch.utils.data.Dataset) -> None:
-        self.windows = windows
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        window = dict(self.windows[index])
-        window["pixels"] = torch.full_like(window["pixels"], float("nan"))
-        return window
 
 
 def test_final_loss_does_not_depend_on_the_logging_interval(two_room):
