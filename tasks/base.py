@@ -197,6 +197,8 @@ class Task(ABC):
     version: ClassVar[str] = "1"  # bump when dynamics or rendering change: keys caches
     action_dim: ClassVar[int]
     state_dim: ClassVar[int]
+    # Named groups of state dims the probes report one by one (LeWM probes agent, block, angle); {}: one, "state".
+    quantities: ClassVar[dict[str, tuple[int, ...]]] = {}
     # The pip distributions the task needs, e.g. ("dm-control", "mujoco"); result rows record their versions.
     requires: ClassVar[tuple[str, ...]]
     events_class: ClassVar[type[ImpossibleEvents]] = ImpossibleEvents  # the task's impossible events

@@ -260,6 +260,10 @@ class Cube(Task):
     version = "1"
     action_dim = 5
     state_dim = STATE_DIM
+    quantities = {  # what a paper-style probe reads: where the cube is, where the effector is
+        "cube": tuple(range(STATE_FIELDS["cube_pos"].start, STATE_FIELDS["cube_pos"].stop)),
+        "effector": tuple(range(STATE_FIELDS["effector_pos"].start, STATE_FIELDS["effector_pos"].stop)),
+    }
     requires = ("ogbench", "mujoco")  # ogbench brings dm-control, whose mjcf builds the scene
     default_history = 3  # LeWM
     default_frameskip = 5  # LeWM

@@ -366,6 +366,7 @@ class PushT(Task):
     version = "2"  # 2: relative actions by default, as published (1: absolute targets only)
     action_dim = 2
     state_dim = 5
+    quantities = {"agent": (0, 1), "block": (2, 3), "block_angle": (4,)}  # LeWM's Push-T probes (REFERENCE.md)
     requires = ("gym-pusht",)
     success_tests = ("published", "coverage")
     default_history = 3  # LeWM

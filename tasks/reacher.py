@@ -168,6 +168,8 @@ class Reacher(Task):
     version = "1"
     action_dim = 2
     state_dim = 6
+    # The arm's pose and the target it reaches for; the fingertip is no state dim (a nonlinear map of the angles).
+    quantities = {"joint_angles": (0, 1), "target": (4, 5)}
     requires = ("dm-control", "mujoco")
     success_tests = ("published", "fingertip")
     default_history = 3  # LeWM uses history 3 outside Two-Room

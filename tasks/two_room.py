@@ -353,6 +353,7 @@ class TwoRoom(Task):
     version = "2"  # 2: agent radius 2 -> 4
     action_dim = 2
     state_dim = 2
+    quantities = {"agent": (0, 1)}  # LeWM's Two-Room probe: the agent's position
     requires = ()  # NumPy only
     events_class = TwoRoomEvents
     default_history = 1  # LeWM: history 1 on Two-Room

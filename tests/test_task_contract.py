@@ -61,6 +61,11 @@ def test_task_class_declares_its_name_sizes_and_the_packages_it_requires(name):
     # bare distribution names (no version pins): result rows look their versions up by these names
     assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", package) for package in cls.requires)
     assert issubclass(cls.events_class, ImpossibleEvents)
+    # the probes report one figure per named quantity: non-empty groups of the task's own state dims
+    assert cls.quantities and all(isinstance(quantity, str) for quantity in cls.quantities)
+    for dims in cls.quantities.values():
+        assert isinstance(dims, tuple) and dims and len(set(dims)) == len(dims)
+        assert all(isinstance(dim, int) and 0 <= dim < cls.state_dim for dim in dims), dims
 
 
 def test_task_classes_import_without_their_packages_and_name_them_when_built():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from conftest import NaNPixels
 
 import harness.trial.checkpoints as checkpoints
 from harness.eval.probes import Ridge, fit_probe, linear_probe, r2_per_dim
+from harness.report.results import ConditionRow
 from harness.trial.checkpoints import checkpoint_key, load_or_train
 from harness.trial.training import (
     TrainConfig,
@@ -26,10 +28,12 @@ from harness.trial.training import (
     lr_factor,
     train,
 )
+from harness.trial.trial import model_diagnostics
 from models.registry import build_model
 from models.world_model import WorldModel
 from tasks.base import make_task
 from tasks.data import WindowDataset, cache_root, collect, split_episodes
+from tasks.two_room import TwoRoom
 
 IMAGE_SIZE = 32
 ACTION_DIM = 10  # frameskip 5 × Two-Room's 2-D action
@@ -142,6 +146,62 @@ def test_probe_recovers_agent_position_from_latents_that_hold_it(two_room):
     assert centroid["train_frames"] == 2000 and centroid["test_frames"] == 2000
     assert min(centroid["r2_per_dim"]) > 0.95
     assert untrained["r2"] < 0.3
+
+
+class RedX(RedCentroid):
+    """The centroid's x alone: the latent holds one of Two-Room's two state dims."""
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return super().encode(pixels)[..., :1]  # (B, T, 1, 1)
+
+
+def test_probe_reports_r_and_r2_per_named_quantity_from_the_one_fit(two_room):
+    """Two-Room's one quantity, "agent", is every state dim: its figures are the summary's, and finite."""
+    probe = linear_probe(
+        build_tiny(), two_room.train, two_room.test, "cpu", max_frames=500, quantities=TwoRoom.quantities
+    )
+    assert list(probe["quantities"]) == ["agent"]
+    agent = probe["quantities"]["agent"]
+    assert math.isfinite(agent["r2"]) and math.isfinite(agent["pearson_r"]) and -1 <= agent["pearson_r"] <= 1
+    assert agent["r2"] == pytest.approx(probe["r2"])
+    assert agent["pearson_r"] == pytest.approx(np.mean(probe["pearson_r"]))
+
+
+def test_each_quantity_is_scored_on_its_own_dims(two_room):
+    """A latent holding x only: the quantity "x" reads near 1 and "y" far less, by state dim, whatever is probed."""
+    split = {"x": (0,), "y": (1,)}
+    probe = linear_probe(RedX(), two_room.train, two_room.test, "cpu", max_frames=1000, quantities=split)
+    x, y = probe["quantities"]["x"], probe["quantities"]["y"]
+    assert x["r2"] == pytest.approx(probe["r2_per_dim"][0]) and x["pearson_r"] == pytest.approx(probe["pearson_r"][0])
+    assert x["r2"] > 0.9 and x["pearson_r"] > 0.95 and y["r2"] < x["r2"] - 0.3
+    only_y = linear_probe(
+        RedX(), two_room.train, two_room.test, "cpu", max_frames=1000, state_dims=(1,), quantities={"y": (1,)}
+    )
+    assert only_y["quantities"]["y"]["r2"] == pytest.approx(only_y["r2_per_dim"][0])  # state dim 1 is column 0 here
+    unnamed = linear_probe(RedX(), two_room.train, two_room.test, "cpu", max_frames=1000)["quantities"]
+    assert list(unnamed) == ["state"] and unnamed["state"]["r2"] == pytest.approx(probe["r2"])  # every dim, one figure
+    with pytest.raises(ValueError, match="'x'"):
+        linear_probe(RedX(), two_room.train, two_room.test, "cpu", max_frames=1000, state_dims=(1,), quantities=split)
+
+
+def test_model_diagnostics_fill_the_row_with_the_tasks_named_quantities(two_room):
+    """The trial's row fields: one R² and one Pearson r per quantity Two-Room names, beside the summary R²."""
+    task = make_task("two_room", image_size=IMAGE_SIZE)
+    parts = SimpleNamespace(
+        model=build_tiny(),
+        task=task,
+        windows=two_room.train,
+        heldout=two_room.test.episodes,
+        protocol=SimpleNamespace(frameskip=5),
+    )
+    fields = model_diagnostics(parts, SEED, "cpu")
+    assert fields["probe_quantities"] == ["agent"]
+    assert fields["probe_r2_by_quantity"] == [pytest.approx(fields["probe_r2"])]
+    assert len(fields["probe_pearson_r"]) == 1 and -1 <= fields["probe_pearson_r"][0] <= 1
+    required = [
+        f.name for f in dataclasses.fields(ConditionRow) if f.default is dataclasses.MISSING and f.name != "seed"
+    ]
+    ConditionRow(**dict.fromkeys(required, ""), seed=SEED, **fields)  # every measured field is a row field
 
 
 def test_ridge_probe_recovers_a_linear_map_and_scores_noise_near_zero():

@@ -9,7 +9,8 @@ should draw from held-out episodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +97,30 @@ def pearson_per_dim(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return (a * b).sum(0) / np.maximum(np.sqrt((a**2).sum(0) * (b**2).sum(0)), 1e-12)
 
 
+def by_quantity(
+    r2: np.ndarray,
+    pearson_r: np.ndarray,
+    quantities: Mapping[str, Sequence[int]] | None,
+    state_dims: Sequence[int],
+) -> dict[str, dict[str, float]]:
+    """Mean R² and Pearson r over each named quantity's dims, as the paper reports one figure per quantity.
+
+    ``r2`` and ``pearson_r`` are per probed column; ``state_dims`` the state dim of each column.
+    Quantities name dims of the state; None or empty: one quantity, ``"state"``, of every probed dim.
+    """
+    column = {dim: index for index, dim in enumerate(state_dims)}
+    if not quantities:
+        quantities = {"state": tuple(state_dims)}
+    scores = {}
+    for name, dims in quantities.items():
+        missing = [dim for dim in dims if dim not in column]
+        if not dims or missing:
+            raise ValueError(f"quantity {name!r} needs probed state dims, but {missing or 'none'} are not probed")
+        columns = [column[dim] for dim in dims]
+        scores[name] = {"r2": float(r2[columns].mean()), "pearson_r": float(pearson_r[columns].mean())}
+    return scores
+
+
 def fit_probe(
     train_x: np.ndarray, train_y: np.ndarray, alphas: Sequence[float] = ALPHAS, folds: int = FOLDS
 ) -> tuple[Ridge, float, dict[float, float]]:
@@ -126,26 +151,30 @@ def linear_probe(
     device: torch.device | str,
     state_dims: Sequence[int] | None = None,
     max_frames: int | None = 20_000,
-) -> dict[str, float | list[float]]:
+    quantities: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
     """Linear-probe R² from the frozen latents to the true state, fitted on ``train_data``, scored on ``test_data``.
 
     Pass windows of held-out episodes as ``test_data``; ``max_frames`` caps the frames read
     from each, at evenly spaced windows.
 
     Returns ``r2`` (mean over state dims), ``r2_per_dim``, ``pearson_r`` per dim, ``mse``
-    (on the state's own scale), the chosen ``alpha`` and the frame counts.
+    (on the state's own scale), the chosen ``alpha``, the frame counts, and ``quantities``:
+    name -> {"r2", "pearson_r"}, each the mean over that quantity's dims (the task's
+    ``Task.quantities``; dims of the full state) from the same one fit (see :func:`by_quantity`).
     """
     train_x, train_y = frozen_features(model, train_data, device, max_frames=max_frames)
     test_x, test_y = frozen_features(model, test_data, device, max_frames=max_frames)
-    if state_dims is not None:
-        train_y, test_y = train_y[:, list(state_dims)], test_y[:, list(state_dims)]
+    probed = list(range(train_y.shape[1])) if state_dims is None else list(state_dims)
+    train_y, test_y = train_y[:, probed], test_y[:, probed]
     ridge, alpha, _ = fit_probe(train_x, train_y)
     predicted = ridge.predict(test_x)
-    r2 = r2_per_dim(test_y, predicted)
+    r2, pearson_r = r2_per_dim(test_y, predicted), pearson_per_dim(test_y, predicted)
     return {
         "r2": float(r2.mean()),
         "r2_per_dim": r2.tolist(),
-        "pearson_r": pearson_per_dim(test_y, predicted).tolist(),
+        "pearson_r": pearson_r.tolist(),
+        "quantities": by_quantity(r2, pearson_r, quantities, probed),
         "mse": float(((test_y - predicted) ** 2).mean()),
         "alpha": alpha,
         "train_frames": len(train_x),

@@ -79,6 +79,10 @@ class ConditionRow:
     latent_eff_rank: float | None = None
     sigreg_stat: float | None = None
     probe_r2: float | None = None
+    # Per named quantity (Task.quantities), parallel lists: the paper's probe figure is Pearson r per quantity.
+    probe_quantities: list[str] | None = None
+    probe_r2_by_quantity: list[float] | None = None
+    probe_pearson_r: list[float] | None = None
     surprise_auroc: float | None = None
     solved_starts_resampled: int | None = None
     dataset_key: str | None = None
@@ -129,6 +133,7 @@ _ARROW_TYPES: dict[Any, pa.DataType] = {
     bool: pa.bool_(),
     datetime: pa.timestamp("us", tz="UTC"),
     list[float]: pa.list_(pa.float64()),
+    list[str]: pa.list_(pa.string()),
 }
 
 

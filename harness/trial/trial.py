@@ -99,16 +99,26 @@ def _model_fields(spec: TrialSpec, parts: TrialParts, device: torch.device) -> d
     return fields
 
 
-def model_diagnostics(parts: TrialParts, seed: int, device: torch.device | str) -> dict[str, float]:
-    """What a model learned, beside how it plans: probe R² of the true state and surprise AUROC,
-    both scored on the held-out episodes whatever split the cases come from."""
+def model_diagnostics(parts: TrialParts, seed: int, device: torch.device | str) -> dict[str, Any]:
+    """What a model learned, beside how it plans: probe R² of the true state (and R², Pearson r per named
+    quantity) and surprise AUROC, all scored on the held-out episodes whatever split the cases come from."""
     heldout = WindowDataset(parts.heldout, num_frames=parts.windows.num_frames, frameskip=parts.protocol.frameskip)
-    probed = linear_probe(parts.model, parts.windows, heldout, device, max_frames=PROBE_FRAMES)
+    probed = linear_probe(
+        parts.model, parts.windows, heldout, device, max_frames=PROBE_FRAMES, quantities=parts.task.quantities
+    )
     surprise = evaluate_surprise(
         parts.model, parts.task, parts.heldout, seed=seed, device=device, frameskip=parts.protocol.frameskip
     )
-    log.info("probe R² %.3f, surprise AUROC %.3f", probed["r2"], surprise["surprise_auroc"])
-    return {"probe_r2": probed["r2"], "surprise_auroc": surprise["surprise_auroc"]}
+    quantities = probed["quantities"]
+    named = ", ".join(f"{name} r {score['pearson_r']:.3f}" for name, score in quantities.items())
+    log.info("probe R² %.3f (%s), surprise AUROC %.3f", probed["r2"], named, surprise["surprise_auroc"])
+    return {
+        "probe_r2": probed["r2"],
+        "probe_quantities": list(quantities),
+        "probe_r2_by_quantity": [score["r2"] for score in quantities.values()],
+        "probe_pearson_r": [score["pearson_r"] for score in quantities.values()],
+        "surprise_auroc": surprise["surprise_auroc"],
+    }
 
 
 def execute_trial(
