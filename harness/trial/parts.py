@@ -81,7 +81,7 @@ def build_trial(
     processes with DDP when above 1) and cached. ``controller`` (``random``, ``oracle``) replaces the spec's
     model, e.g. to replay a case with a reference controller."""
     device = torch.device(device)
-    torch.manual_seed(spec.seed)  # the model's initial weights come from the trial's seed
+    torch.manual_seed(spec.seed)  # torch draws while the parts are built follow the trial seed (load_or_train reseeds)
     data = trial_data(spec)
     task, protocol = data.task, data.protocol
     cases, resampled = make_cases(task, data.case_source, protocol)
