@@ -22,8 +22,7 @@ from harness.eval.planners import PlannerConfig
 from harness.eval.protocol import EvalProtocol
 from harness.trial.training import TrainConfig
 from tasks.conditions import Condition
-
-POLICIES = ("expert", "random")
+from tasks.data import POLICIES
 
 
 @dataclass(frozen=True)

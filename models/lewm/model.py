@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import Tensor
 
 from models.blocks.imagenet import ImageNetNormalise
-from models.blocks.predictor import ActionEncoder, CausalPredictor, Projector
+from models.blocks.predictor import CPU_TINY_SIZES, ActionEncoder, CausalPredictor, Projector
 from models.blocks.sigreg import SIGReg
 from models.blocks.vit import ViTEncoder
 from models.presets import resolve_config
@@ -66,23 +66,7 @@ class LeWMConfig:
 SIZES: dict[str, LeWMConfig] = {
     # ~0.5M parameters: trains on a CPU in minutes at 64×64 (REFERENCE.md, "What a CPU budget buys").
     "tiny": LeWMConfig(
-        image_size=64,
-        patch_size=8,
-        encoder_width=96,
-        encoder_depth=3,
-        encoder_heads=3,
-        encoder_mlp_dim=192,
-        latent_dim=64,
-        projector_hidden=256,
-        predictor_depth=2,
-        predictor_heads=4,
-        predictor_dim_head=24,
-        predictor_width=96,
-        predictor_mlp_dim=192,
-        action_mlp_ratio=2,
-        # From noise, a 3-layer ViT trained for minutes does not learn where a patch sits
-        # (agent-position probe R² -0.03); from a sincos grid it reads it (0.96).
-        encoder_pos_init="sincos",
+        **CPU_TINY_SIZES,
         # Ours: the CPU preset keeps the embedding dropout its README figures were measured with;
         # the published recipe (paper below, the authors' library) has none there.
         predictor_emb_dropout=0.1,

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from models.blocks.conv import ConvEncoder
 from models.blocks.imagenet import ImageNetNormalise
-from models.blocks.predictor import ActionEncoder, CausalPredictor, Projector
+from models.blocks.predictor import CPU_TINY_SIZES, ActionEncoder, CausalPredictor, Projector
 from models.blocks.vit import ViTEncoder
 from models.presets import resolve_config
 from models.world_model import WorldModel
@@ -92,25 +92,7 @@ _VIT = PLDMConfig(architecture="vit", image_size=224, latent_dim=192, teacher_fo
 SIZES: dict[str, PLDMConfig] = {
     "tiny": PLDMConfig(cnn_depth=8, latent_dim=64, predictor_hidden=128, predictor_layers=2),
     "paper": PLDMConfig(),
-    # LeWM's tiny sizes (models/lewm: trains on a CPU in minutes at 64×64).
-    "vit_tiny": dataclasses.replace(
-        _VIT,
-        image_size=64,
-        patch_size=8,
-        encoder_width=96,
-        encoder_depth=3,
-        encoder_heads=3,
-        encoder_mlp_dim=192,
-        encoder_pos_init="sincos",
-        latent_dim=64,
-        projector_hidden=256,
-        predictor_depth=2,
-        predictor_heads=4,
-        predictor_dim_head=24,
-        predictor_width=96,
-        predictor_mlp_dim=192,
-        action_mlp_ratio=2,
-    ),
+    "vit_tiny": dataclasses.replace(_VIT, **CPU_TINY_SIZES),  # LeWM's tiny network: minutes on a CPU at 64×64
     "vit_paper": _VIT,  # the PLDM of LeWM's comparison
 }
 ARCHITECTURES = ("conv", "vit")
