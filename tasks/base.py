@@ -135,7 +135,7 @@ class TaskEnv(gym.Env, metaclass=ABCMeta):
             raise ValueError(
                 f"action must have shape {self.action_space.shape} with values in [-1, 1], got shape {action.shape}"
             )
-        obs, reward, info = self._step(action)
+        obs, reward, info = self._step(np.clip(action, -1.0, 1.0))  # the actuator's box: planners do not clamp
         return obs, reward, False, False, info
 
     @abstractmethod

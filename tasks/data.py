@@ -32,6 +32,7 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from tasks.base import Task, TaskEnv
+from tasks.scaler import ActionScaler
 
 logger = logging.getLogger(__name__)
 
@@ -381,10 +382,11 @@ class WindowDataset(torch.utils.data.Dataset):
 
     Block t holds the ``frameskip`` raw actions that take frame t to frame t+1, so a
     window starting at raw step s needs steps s .. s + num_frames·frameskip − 1; windows
-    start at every raw step where that fits.
+    start at every raw step where that fits. Action blocks come standardised by ``scaler``
+    (by default fitted on these episodes), the units models train and planners search in.
     """
 
-    def __init__(self, episodes: Episodes, num_frames: int, frameskip: int) -> None:
+    def __init__(self, episodes: Episodes, num_frames: int, frameskip: int, scaler: ActionScaler | None = None) -> None:
         if num_frames < 1 or frameskip < 1:
             raise ValueError(f"num_frames and frameskip must be at least 1, got {num_frames} and {frameskip}")
         span = num_frames * frameskip
@@ -397,6 +399,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.num_frames = num_frames
         self.frameskip = frameskip
         self.windows_per_episode = episodes.steps - span + 1
+        self.scaler = scaler or ActionScaler.fit(episodes.actions)
 
     def __len__(self) -> int:
         return len(self.episodes) * self.windows_per_episode
@@ -414,6 +417,6 @@ class WindowDataset(torch.utils.data.Dataset):
         actions = self.episodes.actions[episode, start:stop]  # (T·frameskip, A)
         return {
             "pixels": rearrange(frames, "t h w c -> t c h w").float().div_(255.0),
-            "actions": torch.tensor(rearrange(actions, "(t k) a -> t (k a)", k=self.frameskip)),
+            "actions": torch.tensor(self.scaler.transform(rearrange(actions, "(t k) a -> t (k a)", k=self.frameskip))),
             "states": torch.tensor(self.episodes.states[episode, start : stop : self.frameskip]),
         }

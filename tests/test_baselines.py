@@ -184,7 +184,7 @@ def test_planning_rollout_of_16_candidates_has_the_planners_shapes(name, windows
         best = CEM(PlannerConfig(samples=candidates, iterations=2, elites=4, horizon=horizon)).optimize(
             cost, torch.zeros(2, horizon, ACTION_DIM), torch.Generator().manual_seed(0)
         )
-    assert best.shape == (2, horizon, ACTION_DIM) and best.abs().max() <= 1.0
+    assert best.shape == (2, horizon, ACTION_DIM) and torch.isfinite(best).all()  # standardised units: unbounded
 
 
 @pytest.mark.parametrize("name", ["dreamer", "pldm", "dino_wm"])
@@ -270,7 +270,7 @@ def test_dreamer_planning_cost_ranks_the_plan_that_reaches_the_goal_among_the_be
     ranks, h_term_correlations = [], []
     for index in range(0, len(windows), len(windows) // 8):
         window = windows[index]  # start: frame 0; goal: frame 3, three action blocks later
-        plans = torch.rand(300, 3, ACTION_DIM, generator=generator) * 2 - 1
+        plans = windows.scaler.transform(torch.rand(300, 3, ACTION_DIM, generator=generator) * 2 - 1)  # model units
         plans[0] = window["actions"][:3]  # the recorded plan, which reaches the goal
         with torch.no_grad():
             start, goal = model.encode(window["pixels"][None, :1]), model.encode(window["pixels"][None, 3:4])[:, 0]

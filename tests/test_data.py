@@ -193,9 +193,11 @@ def test_window_action_block_takes_each_frame_to_the_next(task, episodes):
         item = windows[index]
         raw = episodes.pixels[episode, start : start + 11 : 5]  # frames start, start+5, start+10
         assert torch.equal(item["pixels"], torch.from_numpy(raw).permute(0, 3, 1, 2).float() / 255)
+        recorded = episodes.actions[episode, start : start + 15].reshape(3, 10)  # 3 blocks of 5 raw actions
+        assert torch.allclose(item["actions"], torch.from_numpy(windows.scaler.transform(recorded)))  # standardised
         for t in range(3):
             state = item["states"][t].numpy()[None]
-            for action in item["actions"][t].numpy().reshape(5, 2):  # block t: 5 raw actions, in order
+            for action in recorded[t].reshape(5, 2):  # block t: 5 raw actions, in order
                 state = task.simulate(state, action[None])
             assert np.array_equal(state[0], episodes.states[episode, start + 5 * (t + 1)])
             if t < 2:

@@ -53,6 +53,7 @@ def write_synthetic_trial(
     surprise_auroc: float | None = None,
     variant: str = "",
     role: str | None = None,
+    probes: dict[str, tuple[float, float]] | None = None,
 ) -> str:
     """One trial's condition and episode rows, as the trial writes them: every condition on the same cases.
 
@@ -115,10 +116,21 @@ def write_synthetic_trial(
                 plan_ms_p95=float(np.percentile(plan_ms, 95)),
                 tokens_per_frame=TOKENS.get(model),
                 surprise_auroc=surprise_auroc if name == "clean" else None,
+                **(_probe_fields(probes) if probes and name == "clean" else {}),
             )
         )
     write_trial(str(root), trial_id, condition_rows, episode_rows)
     return trial_id
+
+
+def _probe_fields(probes: dict[str, tuple[float, float]]) -> dict[str, object]:
+    """A clean row's probe columns from {quantity: (Pearson r, R²)}."""
+    return dict(
+        probe_r2=float(np.mean([r2 for _, r2 in probes.values()])),
+        probe_quantities=list(probes),
+        probe_pearson_r=[r for r, _ in probes.values()],
+        probe_r2_by_quantity=[r2 for _, r2 in probes.values()],
+    )
 
 
 def write_failed_trial(root: Path, *, task: str, model: str, seed: int, error: str, protocol: EvalProtocol) -> str:
@@ -150,7 +162,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for model, skill in SKILL.items():
             for seed in (0, 1):
                 auroc = {"lewm": 0.9, "dino_wm": 0.7}.get(model)
-                write_synthetic_trial(root, task=task, model=model, seed=seed, skill=skill, surprise_auroc=auroc)
+                probes = {"agent": (0.9 + 0.02 * seed, 0.8), "block": (0.5, 0.2 + 0.1 * seed)}
+                write_synthetic_trial(
+                    root, task=task, model=model, seed=seed, skill=skill, surprise_auroc=auroc,
+                    probes=probes if model == "lewm" else None,
+                )  # fmt: skip
     write_failed_trial(
         root,
         task="pusht",
@@ -335,6 +351,18 @@ def test_failed_trials_are_counted_and_listed_with_their_error(board: leaderboar
     assert "✗ 1 failed" in markdown
     assert "Traceback (most recent call last)" in leaderboard.to_html(board)  # the whole error, folded in the page
     assert any("1 failed trial(s)" in warning for warning in board.warnings)
+
+
+def test_probes_are_tabled_per_named_quantity_averaged_over_seeds(board: leaderboard.Leaderboard, sweep: Path) -> None:
+    probes = board.probes[board.probes["task"] == "pusht"].set_index("quantity")
+    assert set(board.probes["model"]) == {"lewm"} and list(probes.index) == ["agent", "block"]
+    assert probes.loc["agent", "pearson_r"] == pytest.approx(0.91) and probes.loc["block", "r2"] == pytest.approx(0.25)
+    assert (probes["seeds"] == 2).all()
+    markdown = leaderboard.to_markdown(board)
+    assert (
+        "Linear probes of the latent (held-out)" in markdown
+        and "| pusht | lewm | agent | 0.910 | 0.800 | 2 |" in markdown
+    )
 
 
 def test_iqm_and_probability_of_improvement_per_model(board: leaderboard.Leaderboard) -> None:

@@ -32,24 +32,25 @@ def trained(cache_dir):
     model = build_model("lewm", "tiny", 64, task.action_dim * frameskip, history=1, sigreg_directions=256)
     untrained = linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
     train(model, windows, TrainConfig(steps=200, batch_size=64, lr=1e-3, log_every=100), "cpu", seed=0)
-    return task, heldout, model, untrained, linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
+    learned = linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
+    return task, heldout, model, untrained, learned, windows.scaler
 
 
 def test_probe_reads_agent_position_far_better_than_the_untrained_encoder(trained):
     """The sincos grid lets even the untrained encoder's CLS token read position (R² ~0.8);
     training must leave at most half its unexplained variance (measured: 0.96 vs 0.79)."""
-    *_, untrained, learned = trained
+    *_, untrained, learned, _ = trained
     assert learned["r2"] > 0.9
     assert 1 - learned["r2"] < 0.5 * (1 - untrained["r2"])
 
 
 def test_cem_on_lewm_latents_beats_random_on_the_same_heldout_cases(trained):
-    task, heldout, model, *_ = trained
+    task, heldout, model, *_, scaler = trained
     protocol = EvalProtocol(episodes=20).resolved(task.default_history, task.default_frameskip)
     cases, _ = make_cases(task, heldout, protocol)
     planner = PlannerConfig(samples=300, iterations=10, elites=30)
     results = {}
-    lewm = ModelController("lewm", model, planner, seed=0)
+    lewm = ModelController("lewm", model, planner, seed=0, scaler=scaler)
     for controller in (lewm, RandomController(task, planner, protocol.frameskip, seed=0)):
         episodes = run_episodes(controller, task, cases, protocol, Condition())
         assert [e.case.case_seed for e in episodes] == [c.case_seed for c in cases]

@@ -24,7 +24,7 @@ TINY = Path(__file__).parent / "data" / "tiny_sweep.yaml"
 
 def tiny_trial(tmp_path: Path, model: str) -> TrialSpec:
     overrides = [f"models=[{{name:{model}}}]", "protocol.episodes=12", f"results_dir={tmp_path}"]
-    planner = ["planner.samples=32", "planner.iterations=2", "planner.elites=4"]  # an oracle that mostly succeeds
+    planner = ["planner.samples=16", "planner.iterations=2", "planner.elites=4"]  # an oracle that mostly succeeds
     return expand_trials(load_sweep(TINY, overrides + planner))[0]
 
 

@@ -28,6 +28,7 @@ from harness.eval.cases import Case, CaseView
 from harness.eval.planners import LatentCost, PlannerConfig, make_planner, warm_start
 from models.world_model import WorldModel
 from tasks.base import Task
+from tasks.scaler import ActionScaler
 
 
 @dataclass
@@ -41,7 +42,10 @@ class Observation:
 
 
 class Controller(ABC):
-    """Turns observations into a plan of action blocks (K, H, A) in [-1, 1]; executes ``planner.receding`` of them."""
+    """Turns observations into a plan of action blocks (K, H, A) in raw units; executes ``planner.receding`` of them.
+
+    The env clips each executed action to the task's box [-1, 1].
+    """
 
     name: str
     planner: PlannerConfig
@@ -73,12 +77,25 @@ def _generator(seed: int, cases: Sequence[CaseView], device: torch.device | str 
 
 
 class ModelController(Controller):
-    """A world model planned by CEM/MPPI on the terminal latent distance to the goal."""
+    """A world model planned by CEM/MPPI on the terminal latent distance to the goal.
+
+    It plans in the standardised action units the model was trained in (``scaler``, fitted
+    on the training data; the identity plans in raw units), so CEM's std 1 is one dataset
+    std; executed actions are standardised before they reach the model, plans are mapped
+    back to raw units only when returned for execution.
+    """
 
     def __init__(
-        self, name: str, model: WorldModel, planner: PlannerConfig, seed: int, device: torch.device | str = "cpu"
+        self,
+        name: str,
+        model: WorldModel,
+        planner: PlannerConfig,
+        seed: int,
+        device: torch.device | str = "cpu",
+        scaler: ActionScaler | None = None,
     ) -> None:
         self.name, self.model, self.planner, self.seed, self.device = name, model.eval(), planner, seed, device
+        self.scaler = scaler
         self.optimizer = make_planner(planner)
 
     def describe(self) -> str:
@@ -94,12 +111,15 @@ class ModelController(Controller):
     @torch.inference_mode()
     def plan(self, observation: Observation) -> torch.Tensor:
         z_hist = self.model.encode(to_model_pixels(observation.pixels, self.device))  # (K, h, N, D)
-        past = torch.from_numpy(observation.past_actions).to(self.device)
+        past = self._standardised(torch.from_numpy(observation.past_actions).to(self.device))  # (K, h-1, A)
         cost = LatentCost(self.model, z_hist, past, self.z_goal, chunk=self.planner.chunk)
         episodes, width = past.shape[0], past.shape[-1]
         mean = warm_start(self.previous, self.planner.receding, self.planner.horizon, (episodes, width))
-        self.previous = self.optimizer.optimize(cost, mean.to(self.device), self.generator)
-        return self.previous.cpu()
+        self.previous = self.optimizer.optimize(cost, mean.to(self.device), self.generator)  # standardised units
+        return self.previous.cpu() if self.scaler is None else self.scaler.inverse(self.previous).cpu()
+
+    def _standardised(self, blocks: torch.Tensor) -> torch.Tensor:
+        return blocks if self.scaler is None or not blocks.shape[-2] else self.scaler.transform(blocks)
 
 
 class RandomController(Controller):

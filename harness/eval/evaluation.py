@@ -92,7 +92,7 @@ def _run_batch(
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             plan_ms.append((time.perf_counter() - started) * 1e3)
-            for block in plan[:, :receding].transpose(1, 0, 2):  # (K, A) per executed block
+            for block in np.clip(plan[:, :receding], -1.0, 1.0).transpose(1, 0, 2):  # (K, A): what is executed
                 if steps >= budget:
                     break
                 raw = block.reshape(len(envs), frameskip, -1)

@@ -18,7 +18,7 @@ from torch import Tensor
 from models.world_model import WorldModel
 
 CostFn = Callable[[Tensor], Tensor]
-"""candidates (K, S, H, A) in [-1, 1] -> cost (K, S); lower is better."""
+"""candidates (K, S, H, A) -> cost (K, S); lower is better. Unbounded, as published: the env clips at execution."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _sample(mean: Tensor, std: Tensor, samples: int, generator: torch.Generator)
     noise = torch.randn((mean.shape[0], samples, *mean.shape[1:]), generator=generator, device=mean.device)
     candidates = mean[:, None] + std[:, None] * noise  # (K, S, H, A)
     candidates[:, 0] = mean
-    return candidates.clamp(-1.0, 1.0)
+    return candidates  # no clamp inside the solver, as the authors': the env clips what is executed
 
 
 class LatentCost:

@@ -31,6 +31,7 @@ from models.world_model import WorldModel
 from tasks.base import Task
 from tasks.data import Episodes
 from tasks.events import EVENTS, impossible_events
+from tasks.scaler import ActionScaler
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,15 @@ def evaluate_surprise(
     seed: int = 0,
     device: torch.device | str = "cpu",
     frameskip: int | None = None,
+    scaler: ActionScaler | None = None,
 ) -> dict[str, float]:
     """Surprise figures of ``model`` on held-out ``episodes``, per event and averaged.
 
     Returns ``surprise_auroc`` (the mean over the events evaluated) and, per event,
     ``surprise_auroc_<event>``, ``surprise_delay_<event>``, ``surprise_detected_<event>``,
     ``surprise_p_<event>`` and ``surprise_n_<event>`` (sequences with the event). Events the
-    task has no implementation of are skipped with a logged reason.
+    task has no implementation of are skipped with a logged reason. ``scaler`` standardises the
+    raw actions as in training (the training windows' scaler).
     """
     unknown = [event for event in events if event not in EVENTS]
     if unknown:
@@ -94,6 +97,7 @@ def evaluate_surprise(
     states = episodes.states[:, : count * frameskip + 1 : frameskip]  # (E, T, S)
     raw = rearrange(episodes.actions[:, : count * frameskip], "e (t k) a -> e t k a", k=frameskip)  # (E, T-1, k, A)
     blocks = rearrange(raw, "e t k a -> e t (k a)")
+    blocks = blocks if scaler is None else scaler.transform(blocks)  # the units the model was trained in
     if count < h + 1:
         raise ValueError(
             f"episodes of {episodes.steps} steps give {count + 1} frames at frameskip {frameskip}; "

@@ -195,7 +195,7 @@ def _surprise(args: argparse.Namespace) -> int:
         parts = build_trial(spec, args.device)
         figures = evaluate_surprise(
             parts.model, parts.task, parts.heldout, seed=spec.seed, device=args.device,
-            frameskip=parts.protocol.frameskip,
+            frameskip=parts.protocol.frameskip, scaler=parts.windows.scaler,
         )  # fmt: skip
         print(surprise_table(f"{spec.task.name} {spec.model.name} seed {spec.seed}", figures))
     return 0

@@ -30,8 +30,9 @@ from tasks.data import cache_root
 logger = logging.getLogger(__name__)
 
 # Bump when the layout or the loop's semantics change (2: logging draws no RNG; 3: the seed and
-# num_frames are keyed explicitly, the model is built right after seeding, world_size is in the recipe).
-CHECKPOINT_FORMAT = 3
+# num_frames are keyed explicitly, the model is built right after seeding, world_size is in the recipe;
+# 4: models train on actions standardised per dataset, tasks.scaler).
+CHECKPOINT_FORMAT = 4
 # TrainConfig fields that cannot change the trained weights; left out of checkpoint keys.
 BOOKKEEPING_FIELDS = ("log_every", "num_workers")
 
@@ -138,6 +139,9 @@ def load_or_train(
         "seed": seed,
         "world_size": world_size,
     }
+    scaler = getattr(dataset, "scaler", None)  # the action units the weights were trained in
+    if scaler is not None:
+        config["action_scaler"] = scaler.to_dict()
     state_dict = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     _save_atomic({"state_dict": state_dict, "config": config, "stats": dataclasses.asdict(stats)}, path)
     return model.eval(), stats

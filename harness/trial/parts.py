@@ -95,5 +95,5 @@ def build_trial(
         name, spec.model.size, task.image_size, protocol.frameskip * task.action_dim, overrides, windows,
         data.train.key, spec.train, spec.seed, device, log_fn=report, world_size=world_size,
     )  # fmt: skip
-    chosen = ModelController(name, model, spec.planner, spec.seed, device)
+    chosen = ModelController(name, model, spec.planner, spec.seed, device, scaler=windows.scaler)
     return TrialParts(task, protocol, data.train, data.heldout, cases, resampled, chosen, model, windows, stats)

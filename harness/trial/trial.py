@@ -102,13 +102,15 @@ def _model_fields(spec: TrialSpec, parts: TrialParts, device: torch.device) -> d
 def model_diagnostics(parts: TrialParts, seed: int, device: torch.device | str) -> dict[str, Any]:
     """What a model learned, beside how it plans: probe R² of the true state (and R², Pearson r per named
     quantity) and surprise AUROC, all scored on the held-out episodes whatever split the cases come from."""
-    heldout = WindowDataset(parts.heldout, num_frames=parts.windows.num_frames, frameskip=parts.protocol.frameskip)
+    windows = parts.windows
+    heldout = WindowDataset(parts.heldout, windows.num_frames, parts.protocol.frameskip, scaler=windows.scaler)
     probed = linear_probe(
         parts.model, parts.windows, heldout, device, max_frames=PROBE_FRAMES, quantities=parts.task.quantities
     )
     surprise = evaluate_surprise(
-        parts.model, parts.task, parts.heldout, seed=seed, device=device, frameskip=parts.protocol.frameskip
-    )
+        parts.model, parts.task, parts.heldout, seed=seed, device=device, frameskip=parts.protocol.frameskip,
+        scaler=windows.scaler,
+    )  # fmt: skip
     quantities = probed["quantities"]
     named = ", ".join(f"{name} r {score['pearson_r']:.3f}" for name, score in quantities.items())
     log.info("probe R² %.3f (%s), surprise AUROC %.3f", probed["r2"], named, surprise["surprise_auroc"])

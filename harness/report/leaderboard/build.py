@@ -65,6 +65,7 @@ class Leaderboard:
     models: pd.DataFrame  # IQM of clean success across tasks, per protocol × model × variant
     improvement: pd.DataFrame  # P(X > Y) per protocol × task × pair of entries, clean condition
     failed: pd.DataFrame  # one row per failed trial, with its error
+    probes: pd.DataFrame  # linear-probe Pearson r and R² per protocol × task × entry × named quantity, held-out
     curves: list[Curve]  # one per protocol × task × entry × perturbation axis, in table order
     axes: list[str]  # the perturbation axes present, in ConditionRow's column order
     protocols: dict[str, dict[str, Any]]  # protocol_hash -> resolved protocol
@@ -428,6 +429,28 @@ def _improvement(table: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutcomes]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+PROBE_COLUMNS = ["protocol_hash", "task", "model", "variant", "quantity", "pearson_r", "r2", "seeds"]
+
+
+def _probes(ok: pd.DataFrame) -> pd.DataFrame:
+    """Mean probe Pearson r and R² over seeds per protocol × task × entry × quantity (one clean row per trial)."""
+    if "probe_quantities" not in ok.columns:
+        return pd.DataFrame(columns=PROBE_COLUMNS)
+    clean = ok[(ok["axis"] == CLEAN_AXIS) & ok["probe_quantities"].notna()].drop_duplicates("trial_id")
+    records = [
+        {"protocol_hash": row.protocol_hash, "task": row.task, "model": row.model, "variant": row.variant,
+         "quantity": quantity, "pearson_r": float(r), "r2": float(r2)}
+        for row in clean.itertuples()
+        for quantity, r, r2 in zip(row.probe_quantities, row.probe_pearson_r, row.probe_r2_by_quantity, strict=True)
+    ]  # fmt: skip
+    if not records:
+        return pd.DataFrame(columns=PROBE_COLUMNS)
+    keys = PROBE_COLUMNS[:5]
+    table = pd.DataFrame.from_records(records).groupby(keys, sort=False)
+    means = table[["pearson_r", "r2"]].mean().join(table.size().rename("seeds")).reset_index()
+    return means[PROBE_COLUMNS].sort_values(keys[:4], kind="stable").reset_index(drop=True)
+
+
 def _warnings(table: pd.DataFrame, conditions: pd.DataFrame, failed: pd.DataFrame, root: str | Path) -> list[str]:
     """What a reader must know before ranking: wide intervals, failed trials, rows too old to carry an axis."""
     warnings = []
@@ -480,6 +503,7 @@ def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
         models=_model_summaries(table, outcomes),
         improvement=_improvement(table, outcomes),
         failed=failed,
+        probes=_probes(ok),
         curves=_curves(table, axes),
         axes=axes,
         protocols=_protocols(conditions),

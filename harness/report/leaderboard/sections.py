@@ -272,6 +272,29 @@ def _improvement_section(pairs: pd.DataFrame) -> Section:
     return Section("Probability of improvement P(X > Y), clean, over seeds", 3, header=header, rows=rows)
 
 
+def _probe_section(probes: pd.DataFrame) -> Section:
+    """What the encoder knows: a linear probe per named quantity on held-out frames (the paper's probe table)."""
+    rows = tuple(
+        Row(
+            (
+                Cell(p.task, p.task),
+                _label_cell(p.model, p.variant, "model"),
+                Cell(p.quantity, p.quantity),
+                Cell(f"{p.pearson_r:.3f}", p.pearson_r),
+                Cell(f"{p.r2:.3f}", p.r2),
+                Cell(str(p.seeds), p.seeds),
+            )
+        )
+        for p in probes.itertuples()
+    )
+    note = (
+        "Ridge probes from the frozen latent to each named state quantity, fitted on training frames "
+        "and scored on held-out ones; mean over seeds."
+    )
+    header = ("task", "model", "quantity", "Pearson r", "R²", "seeds")
+    return Section("Linear probes of the latent (held-out)", 3, notes=(note,), header=header, rows=rows)
+
+
 def _curve_section(protocol_hash: str, axis: str, curves: list[Curve]) -> Section:
     """Success % at each magnitude of one axis, one row per task × entry, with the curve's AUC and its plot."""
     magnitudes = sorted({m for curve in curves for m in curve.magnitudes})
@@ -321,6 +344,9 @@ def document(board: Leaderboard) -> list[Section]:
         pairs = board.improvement[board.improvement["protocol_hash"] == protocol_hash]
         if len(pairs):
             sections.append(_improvement_section(pairs))
+        probes = board.probes[board.probes["protocol_hash"] == protocol_hash]
+        if len(probes):
+            sections.append(_probe_section(probes))
         for axis in board.axes:
             curves = [c for c in board.curves if c.protocol_hash == protocol_hash and c.axis == axis]
             if curves:
