@@ -3,43 +3,44 @@
 A dataset is keyed by a hash of everything that makes its bytes (task config and
 version, policy, noise, episodes, steps, seed, storage format). Episode ``i`` is drawn
 from its own seed, derived from ``(seed, i)``, so the bytes do not depend on how the
-work is split across processes. Episodes are stored in compressed ``.npz`` shards
-beside a manifest holding each shard's sha256 and shapes; every file is written to a
-temp name and renamed into place. A shard that is missing, truncated or fails its
-checksum is rebuilt with a warning and never used.
+work is split across processes, Ray tasks or nodes. Episodes are stored in chunked HDF5
+shards (tasks/store.py) beside a manifest holding each shard's size and sha256; every
+file is written to a temp name and renamed into place. A shard that is missing,
+truncated or fails its checksum is rebuilt with a warning and never used. Frames are
+read on demand, so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
 import os
 import time
-import uuid
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from einops import rearrange
 from tqdm.auto import tqdm
 
+from tasks import store
 from tasks.base import Task, TaskEnv
 from tasks.scaler import ActionScaler
 
 logger = logging.getLogger(__name__)
 
-DATA_FORMAT = 1  # bump when the shard layout or the way episodes are drawn changes
-SHARD_EPISODES = 50  # episodes per shard file
+DATA_FORMAT = 2  # bump when the shard layout or the way episodes are drawn changes (2: HDF5, tasks/store.py)
+SHARD_EPISODES = 10  # episodes per shard file: the unit of collection work (one Ray task) and of rebuilding
 POLICIES = ("expert", "random")
-ARRAYS = ("pixels", "actions", "states", "policy_success")
 MANIFEST = "manifest.json"
 
 
@@ -53,14 +54,14 @@ def cache_root() -> Path:
 class Episodes:
     """Collected episodes of L steps: L + 1 frames and states, L actions each."""
 
-    pixels: np.ndarray  # (E, L+1, H, W, 3) uint8
+    pixels: store.Frames | np.ndarray  # (E, L+1, H, W, 3) uint8, read from disk on demand
     actions: np.ndarray  # (E, L, action_dim) float32 in [-1, 1]; actions[:, t] takes frame t to t+1
     states: np.ndarray  # (E, L+1, S) float32
     key: str
     info: dict[str, Any]
 
     def __len__(self) -> int:
-        return len(self.pixels)
+        return len(self.actions)
 
     @property
     def steps(self) -> int:
@@ -119,63 +120,20 @@ def run_episode(
 
 
 def collect_shard(
-    task: Task, policy: str, steps: int, noise: float, seed: int, index: int, start: int, stop: int, folder: str
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Collect episodes ``start..stop-1`` and write them as shard ``index`` in ``folder``.
+    task: Task, policy: str, steps: int, noise: float, seed: int, index: int, start: int, stop: int
+) -> bytes:
+    """Collect episodes ``start..stop-1`` (shard ``index``) and return the shard file's bytes (tasks/store.py).
 
-    Runs in a worker process (or in-process for ``workers=1``); returns the shard's
-    manifest entry and its arrays, so the caller need not read the file back.
+    Runs wherever a shard is built: in-process, in a worker process or as a Ray task on
+    any node; the bytes depend on the episodes alone, and the collecting process writes them.
     """
     env = task.make_env()
     episodes = [run_episode(task, env, policy, steps, noise, episode_seed(seed, i)) for i in range(start, stop)]
     env.close()
-    arrays = {name: np.stack([episode[name] for episode in episodes]) for name in ARRAYS}
-    entry = write_shard(Path(folder), index, arrays)
-    entry["episodes"] = [start, stop]
-    return entry, arrays
+    return store.shard_image({name: np.stack([episode[name] for episode in episodes]) for name in store.ARRAYS})
 
 
-def write_shard(folder: Path, index: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Write ``arrays`` as ``shard_<index>.npz`` (zip, deflate level 1) atomically; return its entry."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
-    data = buffer.getvalue()
-    name = f"shard_{index:05d}.npz"
-    _write_atomic(folder / name, data)
-    return {
-        "file": name,
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "shapes": {key: list(array.shape) for key, array in arrays.items()},
-        "dtypes": {key: str(array.dtype) for key, array in arrays.items()},
-    }
-
-
-def read_shard(folder: Path, entry: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The shard's arrays if its file matches the manifest entry (size, sha256, shapes); else None, with a warning."""
-    path = folder / entry["file"]
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        logger.warning("dataset shard %s is missing; rebuilding it", path)
-        return None
-    if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        logger.warning("dataset shard %s is truncated or corrupt (checksum mismatch); rebuilding it", path)
-        return None
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in ARRAYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        logger.warning("dataset shard %s cannot be read (%s); rebuilding it", path, error)
-        return None
-    for name, array in arrays.items():
-        if list(array.shape) != entry["shapes"][name] or str(array.dtype) != entry["dtypes"][name]:
-            logger.warning("dataset shard %s holds %s of the wrong shape or dtype; rebuilding it", path, name)
-            return None
-    return arrays
+Backend = Literal["local", "ray"]
 
 
 def collect(
@@ -188,12 +146,20 @@ def collect(
     cache_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     progress: bool = True,
+    backend: Backend = "local",
+    checksum: bool = True,
 ) -> Episodes:
     """Episodes from ``task`` with the ``policy`` ("expert" or "random"), read from the cache when present.
 
     ``cache_dir`` replaces :func:`cache_root`; the data live in ``<cache>/datasets/<key>/``.
-    Missing or damaged shards are collected in ``workers`` processes (default
-    ``min(4, cpu_count)``; 1 collects in this process).
+    Missing or damaged shards are collected again: as one Ray task per shard over the
+    cluster's CPUs with ``backend="ray"`` (Ray initialised by the caller: the sweep driver,
+    ``python -m tasks.collect --address``), else in ``workers`` local processes (default
+    ``min(4, cpu_count)``; 1 collects in this process). A trial collects locally: inside a
+    Tune trial every CPU may be held by trials, and nested tasks would wait for ever.
+    ``checksum`` verifies every shard's sha256 on open; False checks sizes only (pixel chunks
+    still carry Fletcher-32 checksums that HDF5 verifies on every read). Frames are read
+    on demand (:class:`~tasks.store.Frames`); actions, states and success flags in memory.
     """
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -203,94 +169,102 @@ def collect(
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be local or ray, got {backend!r}")
 
     key = dataset_key(task, policy, episodes, steps, seed, noise)
     folder = Path(cache_dir if cache_dir is not None else cache_root()) / "datasets" / key
     folder.mkdir(parents=True, exist_ok=True)
     bounds = [(start, min(start + SHARD_EPISODES, episodes)) for start in range(0, episodes, SHARD_EPISODES)]
-    manifest = _read_manifest(folder, key, bounds)
-    entries: list[dict[str, Any] | None] = list(manifest["shards"]) if manifest else [None] * len(bounds)
+    with _exclusive(folder):  # a second collector of the same key waits, then reads what the first wrote
+        manifest = _read_manifest(folder, key, bounds)
+        entries: list[dict[str, Any] | None] = list(manifest["shards"]) if manifest else [None] * len(bounds)
+        missing = []
+        for index, entry in enumerate(entries):
+            problem = "is not collected yet" if entry is None else store.check_shard(folder, entry, checksum)
+            if problem is not None:
+                if entry is not None:
+                    logger.warning("dataset shard %s %s; rebuilding it", folder / entry["file"], problem)
+                missing.append(index)
+        frames_per_s = manifest["frames_per_s"] if manifest else None  # as measured when the data were collected
+        if missing:
+            job = _ShardJob(task, policy, steps, noise, seed, folder, bounds)
+            frames_per_s = job.run(missing, entries, "ray" if backend == "ray" else workers, progress)
+        info = {
+            "task": task.config(),
+            "policy": policy,
+            "noise": float(noise),
+            "seed": int(seed),
+            "episodes": int(episodes),
+            "steps": int(steps),
+            "frames_per_s": frames_per_s,
+        }
+        if missing or manifest is None:
+            record = {"format": DATA_FORMAT, "key": key, **info, "shards": entries}
+            store.write_atomic(folder / MANIFEST, json.dumps(record, indent=1).encode())
 
-    dataset = _Assembly(episodes)
-    missing = []
-    for index, entry in enumerate(entries):
-        arrays = read_shard(folder, entry) if entry is not None else None
-        if arrays is None:
-            missing.append(index)
-        else:
-            dataset.add(bounds[index][0], arrays)
-    frames_per_s = manifest["frames_per_s"] if manifest else None  # as measured when the data were collected
-    if missing:
-        frames_per_s = _build_shards(
-            task, policy, steps, noise, seed, folder, bounds, missing, entries, dataset, workers, progress
-        )
-    info = {
-        "task": task.config(),
-        "policy": policy,
-        "noise": float(noise),
-        "seed": int(seed),
-        "episodes": int(episodes),
-        "steps": int(steps),
-        "frames_per_s": frames_per_s,
-    }
-    if missing or manifest is None:
-        _write_atomic(
-            folder / MANIFEST,
-            json.dumps({"format": DATA_FORMAT, "key": key, **info, "shards": entries}, indent=1).encode(),
-        )
-
-    success = dataset.arrays["policy_success"]
+    small = [store.read_small(folder, entry) for entry in entries]
+    arrays = {name: np.concatenate([part[name] for part in small]) for name in store.SMALL_ARRAYS}
+    shape = (episodes, *small[0]["pixels_shape"][1:].tolist())  # (E, L+1, H, W, 3)
+    success = arrays["policy_success"]
     info["policy_success_rate"] = None if np.all(np.isnan(success)) else float(np.nanmean(success.astype(np.float64)))
     return Episodes(
-        pixels=dataset.arrays["pixels"],
-        actions=dataset.arrays["actions"],
-        states=dataset.arrays["states"],
+        pixels=store.Frames(folder, entries, shape, np.arange(episodes)),
+        actions=arrays["actions"],
+        states=arrays["states"],
         key=key,
         info=info,
     )
 
 
-class _Assembly:
-    """Whole-dataset arrays filled shard by shard, so memory peaks at the dataset plus one shard."""
+@dataclasses.dataclass
+class _ShardJob:
+    """Building a dataset's missing shards: the recipe, and where each built shard is written."""
 
-    def __init__(self, episodes: int) -> None:
-        self.episodes = episodes
-        self.arrays: dict[str, np.ndarray] = {}
+    task: Task
+    policy: str
+    steps: int
+    noise: float
+    seed: int
+    folder: Path
+    bounds: list[tuple[int, int]]
 
-    def add(self, start: int, shard: dict[str, np.ndarray]) -> None:
-        for name, array in shard.items():
-            if name not in self.arrays:
-                self.arrays[name] = np.empty((self.episodes, *array.shape[1:]), dtype=array.dtype)
-            self.arrays[name][start : start + len(array)] = array
+    def arguments(self, index: int) -> tuple:
+        return (self.task, self.policy, self.steps, self.noise, self.seed, index, *self.bounds[index])
 
+    def run(
+        self, missing: list[int], entries: list[dict[str, Any] | None], workers: int | str, progress: bool
+    ) -> float:
+        """Collect the ``missing`` shards (``workers``: a process count, or "ray"), filling ``entries``; frames/s."""
+        episode_count = sum(self.bounds[index][1] - self.bounds[index][0] for index in missing)
+        where = "ray" if workers == "ray" else f"{min(int(workers), len(missing))} process(es)"
+        bar = tqdm(
+            total=episode_count, unit="episode", desc=f"collect {self.task.name} ({where})", disable=not progress
+        )
+        began = time.perf_counter()
+        for index, image in self._images(missing, workers):
+            entries[index] = store.write_shard(self.folder, index, image, self.bounds[index])
+            bar.update(self.bounds[index][1] - self.bounds[index][0])
+        bar.close()
+        seconds = time.perf_counter() - began
+        frames_per_s = episode_count * (self.steps + 1) / seconds
+        logger.info(
+            "collected %d %s episodes of %s in %.1f s on %s: %.0f frames/s",
+            episode_count, self.policy, self.task.name, seconds, where, frames_per_s,
+        )  # fmt: skip
+        return frames_per_s
 
-def _build_shards(
-    task: Task,
-    policy: str,
-    steps: int,
-    noise: float,
-    seed: int,
-    folder: Path,
-    bounds: list[tuple[int, int]],
-    missing: list[int],
-    entries: list[dict[str, Any] | None],
-    dataset: _Assembly,
-    workers: int,
-    progress: bool,
-) -> float:
-    """Collect the ``missing`` shards into ``dataset``, recording their ``entries``; returns frames/s."""
-    episode_count = sum(bounds[index][1] - bounds[index][0] for index in missing)
-    workers = min(workers, len(missing))
-    bar = tqdm(total=episode_count, unit="episode", desc=f"collect {task.name}", disable=not progress)
-    began = time.perf_counter()
-    jobs = [(task, policy, steps, noise, seed, index, *bounds[index], str(folder)) for index in missing]
-    if workers == 1:
-        results = (collect_shard(*job) for job in jobs)
-        for index, (entry, arrays) in zip(missing, results, strict=True):
-            entries[index] = entry
-            dataset.add(bounds[index][0], arrays)
-            bar.update(len(arrays["pixels"]))
-    else:
+    def _images(self, missing: list[int], workers: int | str) -> Iterator[tuple[int, bytes]]:
+        """(shard index, file bytes) as each shard is built, in completion order."""
+        if workers == "ray":
+            yield from self._ray_images(missing)
+        elif workers == 1 or len(missing) == 1:
+            for index in missing:
+                yield index, collect_shard(*self.arguments(index))
+        else:
+            yield from self._pool_images(missing, min(int(workers), len(missing)))
+
+    def _pool_images(self, missing: list[int], workers: int) -> Iterator[tuple[int, bytes]]:
         # Not fork: torch or Ray may hold threads and locks. The fork server imports this
         # module (and torch) once, and each worker forks from it instead of importing again.
         if "forkserver" in multiprocessing.get_all_start_methods():
@@ -299,36 +273,45 @@ def _build_shards(
         else:
             context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = {pool.submit(collect_shard, *job): index for index, job in zip(missing, jobs, strict=True)}
+            futures = {pool.submit(collect_shard, *self.arguments(index)): index for index in missing}
             try:
                 for future in concurrent.futures.as_completed(futures):
-                    entry, arrays = future.result()
-                    entries[futures[future]] = entry
-                    dataset.add(bounds[futures[future]][0], arrays)
-                    bar.update(len(arrays["pixels"]))
+                    yield futures[future], future.result()
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)  # fail now, not after the queued shards
                 raise
-    bar.close()
-    seconds = time.perf_counter() - began
-    frames_per_s = episode_count * (steps + 1) / seconds
-    logger.info(
-        "collected %d %s episodes of %s in %.1f s with %d worker(s): %.0f frames/s",
-        episode_count,
-        policy,
-        task.name,
-        seconds,
-        workers,
-        frames_per_s,
-    )
-    return frames_per_s
+
+    def _ray_images(self, missing: list[int]) -> Iterator[tuple[int, bytes]]:
+        """One Ray task per shard, on any node's CPU; the bytes come back here, so no shared disk is needed."""
+        import ray
+
+        remote = ray.remote(num_cpus=1, max_retries=2)(collect_shard)
+        pending = {remote.remote(*self.arguments(index)): index for index in missing}
+        try:
+            while pending:
+                [done], _ = ray.wait(list(pending), num_returns=1)
+                yield pending.pop(done), ray.get(done)
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """Hold the dataset folder's lock file: one collector per dataset at a time, across processes."""
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _read_manifest(folder: Path, key: str, bounds: list[tuple[int, int]]) -> dict[str, Any] | None:
     """The folder's manifest if it is readable and describes this key, else None (with a warning if damaged)."""
     path = folder / MANIFEST
     if not path.exists():
-        if any(folder.glob("shard_*.npz")):
+        if any(folder.glob("shard_*")):
             logger.warning("dataset %s has shards but no manifest; rebuilding it", folder)
         return None
     try:
@@ -340,19 +323,6 @@ def _read_manifest(folder: Path, key: str, bounds: list[tuple[int, int]]) -> dic
         pass
     logger.warning("dataset manifest %s is damaged or describes other data; rebuilding the dataset", path)
     return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def split_episodes(episodes: Episodes, val_fraction: float = 0.1) -> tuple[Episodes, Episodes]:

@@ -113,7 +113,7 @@ def assert_complete_and_unique(root: Path, trials: int) -> pd.DataFrame:
 
 def shard_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every shard file of one dataset folder."""
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("shard_*.npz"))}
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("shard_*.h5"))}
 
 
 def test_sweep_spreads_trials_over_both_nodes_into_one_results_folder(two_nodes, tmp_path):
@@ -135,8 +135,9 @@ def test_sweep_spreads_trials_over_both_nodes_into_one_results_folder(two_nodes,
         assert shard_hashes(head_cache / name) == shard_hashes(worker_cache / name) != {}
 
 
-def test_collections_on_two_nodes_write_byte_identical_shards(two_nodes):
-    """The same dataset key collected independently on each node gives the same shard files, byte for byte."""
+def test_collections_on_two_nodes_write_byte_identical_shards(two_nodes, tmp_path):
+    """The same dataset key collected independently on each node gives the same shard files, byte for byte,
+    and so does one collection spread over both nodes as Ray tasks (the sweep driver's way)."""
     ray.init(address=two_nodes.address, include_dashboard=False, log_to_driver=False)
 
     @ray.remote(num_cpus=1)
@@ -147,7 +148,7 @@ def test_collections_on_two_nodes_write_byte_identical_shards(two_nodes):
         data = collect(make_task("two_room", image_size=32), "expert", episodes, steps, seed=7, noise=0.3,
                        workers=1, progress=False)  # fmt: skip
         folder = cache_root() / "datasets" / data.key
-        hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("shard_*.npz"))}
+        hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("shard_*.h5"))}
         manifest = json.loads((folder / "manifest.json").read_text())
         assert len(hashes) == -(-episodes // SHARD_EPISODES)
         return ray.get_runtime_context().get_node_id(), data.key, hashes, manifest
@@ -156,12 +157,19 @@ def test_collections_on_two_nodes_write_byte_identical_shards(two_nodes):
     pinned = [NodeAffinitySchedulingStrategy(node.node_id, soft=False) for node in nodes]
     try:
         collected = ray.get([collect_here.options(scheduling_strategy=pin).remote(60, 12) for pin in pinned])
+        from tasks.base import make_task
+        from tasks.data import collect
+
+        spread = collect(make_task("two_room", image_size=32), "expert", 60, 12, seed=7, noise=0.3,
+                         cache_dir=tmp_path, backend="ray", progress=False)  # fmt: skip
     finally:
         ray.shutdown()
     (head_id, head_key, head_shards, head_manifest), (worker_id, worker_key, worker_shards, worker_manifest) = collected
     assert (head_id, worker_id) == (nodes[0].node_id, nodes[1].node_id)
     assert head_key == worker_key
-    assert len(head_shards) == 2 and head_shards == worker_shards  # 60 episodes: shards of 50 and 10
+    assert len(head_shards) == 6 and head_shards == worker_shards  # 60 episodes: 6 shards of 10
+    spread_folder = tmp_path / "datasets" / spread.key
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in spread_folder.glob("shard_*.h5")} == head_shards
     for name, digest in head_shards.items():  # the files really are on each node's own disk
         for node in nodes:
             path = two_nodes.caches[node.node_id] / "datasets" / head_key / name

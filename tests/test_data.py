@@ -11,6 +11,7 @@ import torch
 import tasks.data as data
 from tasks.base import make_task
 from tasks.data import Episodes, WindowDataset, cache_root, collect, dataset_key, split_episodes
+from tasks.store import Frames
 
 # Small sizes: 16 px frames, short episodes, 3-episode shards so that a few episodes make several shards.
 SMALL = {"episodes": 6, "steps": 24, "seed": 7, "noise": 0.1, "progress": False}
@@ -28,7 +29,7 @@ def small_shards(monkeypatch):
 
 def shard_files(folder: Path) -> dict[str, tuple[int, bytes]]:
     """Each shard's (mtime_ns, bytes)."""
-    return {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(folder.glob("shard_*.npz"))}
+    return {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(folder.glob("shard_*.h5"))}
 
 
 def dataset_folder(cache: Path, episodes: Episodes) -> Path:
@@ -112,7 +113,7 @@ def test_damaged_shard_is_rebuilt_with_a_warning_and_never_used(
     task, tmp_path, small_shards, monkeypatch, caplog, damage
 ):
     original = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
-    shard = dataset_folder(tmp_path, original) / "shard_00001.npz"
+    shard = dataset_folder(tmp_path, original) / "shard_00001.h5"
     intact = shard.read_bytes()
     content = bytearray(intact)
     if damage == "flip bytes":
@@ -135,7 +136,7 @@ def test_damaged_shard_is_rebuilt_with_a_warning_and_never_used(
         repaired = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     assert rebuilt_shards == [1]  # only the damaged shard is collected again
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert any("shard_00001.npz" in message for message in warnings)
+    assert any("shard_00001.h5" in message for message in warnings)
     assert_same_episodes(original, repaired)
     assert shard.read_bytes() == intact  # rebuilt byte for byte
 
@@ -213,5 +214,6 @@ def test_split_holds_out_the_last_tenth_as_views(task, tmp_path):
     episodes = collect(task, "random", cache_dir=tmp_path, workers=1, **(SMALL | {"episodes": 20, "steps": 6}))
     train, val = split_episodes(episodes, 0.1)
     assert (len(train), len(val)) == (18, 2)
-    assert np.shares_memory(train.pixels, episodes.pixels) and np.array_equal(val.states, episodes.states[18:])
+    assert isinstance(train.pixels, Frames) and list(train.pixels.ids) == list(range(18))  # a view: nothing read
+    assert np.array_equal(val.pixels[1, 2], episodes.pixels[19, 2]) and np.array_equal(val.states, episodes.states[18:])
     assert train.key != val.key and val.info["split"] == "val"

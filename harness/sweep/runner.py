@@ -7,6 +7,7 @@ row is written twice. Ray's FailureConfig retries a trial whose worker died.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ import pyarrow.fs as pafs
 
 from harness.report import results
 from harness.sweep.config import ConfigError, SweepConfig, expand_trials
+from harness.trial.parts import trial_data
 from harness.trial.spec import TrialSpec
 from harness.trial.trial import execute_trial
 
@@ -125,6 +127,22 @@ class SweepOutcome:
         )
 
 
+def collect_datasets(trials: list[TrialSpec]) -> None:
+    """Every dataset the trials need, collected once before they start: one Ray task per shard over the
+    cluster's CPUs, written to this driver's cache, which every trial sharing that cache then reads."""
+    recipes: dict[str, TrialSpec] = {}
+    for trial in trials:
+        key = json.dumps({"task": trial.to_dict()["task"], "data": trial.to_dict()["data"]}, sort_keys=True)
+        recipes.setdefault(key, trial)
+    for trial in recipes.values():
+        try:
+            trial_data(trial, backend="ray", progress=True)
+        except Exception as error:  # the trials collect again themselves and record the error in their rows
+            log.warning(
+                "collecting the data of %s failed (%s); its trials will record the error", trial.trial_id, error
+            )
+
+
 def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, verbose: int = 1) -> SweepOutcome:
     """Run the plan's pending trials on Ray Tune (local Ray when no address is given)."""
     import ray
@@ -144,6 +162,7 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
             f"resources.cpu is {resources['cpu']} but this machine's Ray has {cpus:g} CPU(s): no trial could "
             f"start; pass resources.cpu={max(int(cpus), 1)} (or run on a cluster with --address)"
         )
+    collect_datasets(plan.pending if not plan.searched else plan.trials)
     by_id = {trial.trial_id: trial for trial in plan.trials}
     trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id, root=plan.root), resources)
     run_config = tune.RunConfig(

@@ -21,7 +21,7 @@ from harness.trial.spec import TrialSpec
 from harness.trial.training import TrainStats
 from models.world_model import WorldModel
 from tasks.base import Task, make_task
-from tasks.data import Episodes, WindowDataset, collect
+from tasks.data import Backend, Episodes, WindowDataset, collect
 
 HELDOUT_SEED_OFFSET = 1_000_003  # held-out episodes come from a different collection seed
 Report = Callable[[dict[str, Any]], None]
@@ -54,8 +54,9 @@ class TrialParts(TrialData):
     train_stats: TrainStats | None = None
 
 
-def trial_data(spec: TrialSpec) -> TrialData:
-    """The spec's task and its training and held-out collections (from the dataset cache, else collected)."""
+def trial_data(spec: TrialSpec, backend: Backend = "local", progress: bool = False) -> TrialData:
+    """The spec's task and its training and held-out collections (from the dataset cache, else collected:
+    in ``data.workers`` local processes, or as Ray tasks over the cluster with ``backend="ray"``)."""
     task = make_task(
         spec.task.name, image_size=spec.task.image_size, success_test=spec.protocol.success_test, **spec.task.options
     )  # the protocol's success test judges; the data do not depend on it
@@ -63,7 +64,10 @@ def trial_data(spec: TrialSpec) -> TrialData:
     data = spec.data
 
     def dataset(episodes: int, seed: int) -> Episodes:
-        return collect(task, data.policy, episodes, data.steps, seed, data.noise, workers=data.workers, progress=False)
+        return collect(
+            task, data.policy, episodes, data.steps, seed, data.noise, workers=data.workers, progress=progress,
+            backend=backend,
+        )  # fmt: skip
 
     train = dataset(data.episodes, data.seed)
     heldout = dataset(data.heldout_episodes, data.seed + HELDOUT_SEED_OFFSET)
