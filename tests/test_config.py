@@ -134,8 +134,19 @@ def test_a_spec_names_its_role_and_every_condition_its_axis():
         ("data.policy=greedy", "data.policy"),
         ("conditions=[{sticky_prob: 2}]", "sticky_prob"),
         ("models.0.size=huge", "models[0].size"),
+        ("+tasks.0.data.episodez=3", "tasks.0.data.episodez"),
+        ("+tasks.0.data.episodes=0", "data.episodes"),
     ],
 )
 def test_impossible_values_are_named_before_anything_runs(override, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
         expand_trials(load_sweep(QUICKSTART, [override]))
+
+
+def test_a_task_overrides_the_sweeps_data_for_its_own_trials_only():
+    tasks = "tasks=[{name: two_room, data: {policy: random, episodes: 30}}, {name: pusht}]"
+    trials = expand_trials(load_sweep(QUICKSTART, [tasks]))
+    data = {t.task.name: t.data for t in trials}
+    assert (data["two_room"].policy, data["two_room"].episodes) == ("random", 30)
+    assert (data["pusht"].policy, data["pusht"].episodes) == ("expert", 200)  # the sweep's data block
+    assert TrialSpec.from_dict(trials[0].to_dict()).trial_id == trials[0].trial_id

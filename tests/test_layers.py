@@ -18,6 +18,7 @@ PACKAGES = ("harness", "models", "tasks")
 # Top to bottom; a module may import its own layer or the ones below it.
 LAYERS = {
     "harness.sweep": 5,  # config (YAML -> specs), Ray runner, every command's parser
+    "harness.bench": 5,  # benchmarks of the harness's own paths (data, planning, training)
     "harness.trial": 4,  # spec -> parts -> rows; training; provenance
     "harness.eval": 3,  # protocol, cases, planners, controllers, evaluation, diagnostics (libraries)
     "harness.report": 2,  # typed rows, statistics, leaderboard: reading results needs no torch

@@ -146,20 +146,36 @@ def protocol_of(sweep: SweepConfig) -> EvalProtocol:
     return resolve_protocol(OmegaConf.to_container(OmegaConf.create({"p": sweep.protocol}))["p"])
 
 
+def task_data(sweep: SweepConfig, index: int) -> DataSpec:
+    """The sweep's ``data:`` block with task ``index``'s own ``data`` overrides applied."""
+    overrides = sweep.tasks[index].data
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(DataSpec)})
+    if unknown:
+        known = ", ".join(f.name for f in dataclasses.fields(DataSpec))
+        raise ConfigError(f"tasks.{index}.data.{unknown[0]} is not a data field; known: {known}")
+    try:
+        return dataclasses.replace(sweep.data, **overrides)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"tasks.{index}.data: {error}") from None
+
+
 def expand_trials(sweep: SweepConfig) -> list[TrialSpec]:
     """Every (task × model × seed × grid point) as a typed trial spec, each named apart by its variant."""
     grid_keys = list(sweep.search.grid)
     grid_points = list(itertools.product(*sweep.search.grid.values())) or [()]
     protocol = protocol_of(sweep)
     trials = []
-    for task, model, seed, point in itertools.product(sweep.tasks, sweep.models, sweep.seeds, grid_points):
+    data_of = {index: task_data(sweep, index) for index in range(len(sweep.tasks))}
+    for (index, task), model, seed, point in itertools.product(
+        enumerate(sweep.tasks), sweep.models, sweep.seeds, grid_points
+    ):
         base = TrialSpec(
             sweep=sweep.name,
             task=task,
             task_version=task_class(task.name).version,
             model=model,
             seed=seed,
-            data=sweep.data,
+            data=data_of[index],
             train=sweep.train,
             planner=sweep.planner,
             protocol=protocol,

@@ -27,11 +27,16 @@ from tasks.data import POLICIES
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Which task, at which frame size, with which task options (e.g. ``{agent_radius: 4}``)."""
+    """Which task, at which frame size, with which task options (e.g. ``{agent_radius: 4}``).
+
+    ``data`` overrides fields of the sweep's ``data:`` block for this task alone (e.g. Reacher's
+    ``{policy: random}``, as LeWM collects it, or fewer episodes where collection is slow).
+    """
 
     name: str = MISSING
     image_size: int = 64
     options: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

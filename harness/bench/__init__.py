@@ -1,0 +1,1 @@
+"""Benchmarks of wmbench's own paths, run as commands (``python -m harness.bench.data``)."""
