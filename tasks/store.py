@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 
 SMALL_ARRAYS = ("actions", "states", "policy_success")
 ARRAYS = ("pixels", *SMALL_ARRAYS)
+MAX_OPEN_SHARDS = 8  # open shard files per process (Frames._pixels)
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
 
 
@@ -100,7 +102,7 @@ class Frames:
         starts = np.array([entry["episodes"][0] for entry in self.entries])
         self._shard = np.searchsorted(starts, self.ids, side="right") - 1  # (E,) shard of each episode
         self._local = self.ids - starts[self._shard]  # (E,) its row in that shard
-        self._files: dict[int, h5py.Dataset] = {}  # shard -> its open pixels dataset
+        self._files: OrderedDict[int, h5py.Dataset] = OrderedDict()  # shard -> its open pixels, LRU first
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -126,7 +128,7 @@ class Frames:
         return {key: value for key, value in self.__dict__.items() if key != "_files"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _files={})
+        self.__dict__.update(state, _files=OrderedDict())
 
     def _read(self, episode: int, frames: Any) -> np.ndarray:
         if not -len(self) <= episode < len(self):
@@ -141,16 +143,24 @@ class Frames:
         return np.stack([pixels[row, t] for t in indices]) if len(indices) else np.empty((0, *self.shape[2:]), np.uint8)
 
     def _pixels(self, shard: int) -> h5py.Dataset:
-        """The shard's pixels dataset, opened once per process (looking it up by name costs more than a frame read)."""
+        """The shard's pixels dataset, kept open in a small LRU per process: looking a dataset up costs
+        more than a frame read, and each open file holds a few MB of HDF5 metadata, so at most
+        ``MAX_OPEN_SHARDS`` stay open and memory stays bounded however many shards there are."""
         if self._pid != os.getpid():  # a forked worker: its parent's handles are not its own
-            self._files, self._pid = {}, os.getpid()
-        if shard not in self._files:
-            path = self.folder / self.entries[shard]["file"]
-            try:
-                self._files[shard] = h5py.File(path, "r")["pixels"]
-            except OSError as error:
-                raise OSError(f"dataset shard {path} cannot be read ({error}); collect again to rebuild it") from error
-        return self._files[shard]
+            self._files, self._pid = OrderedDict(), os.getpid()
+        if shard in self._files:
+            self._files.move_to_end(shard)
+            return self._files[shard]
+        path = self.folder / self.entries[shard]["file"]
+        try:
+            pixels = h5py.File(path, "r", rdcc_nbytes=0)["pixels"]  # no chunk cache: each chunk is one frame
+        except OSError as error:
+            raise OSError(f"dataset shard {path} cannot be read ({error}); collect again to rebuild it") from error
+        self._files[shard] = pixels
+        if len(self._files) > MAX_OPEN_SHARDS:
+            _, oldest = self._files.popitem(last=False)
+            oldest.file.close()
+        return pixels
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ import ray
 import torch
 
 import tasks.data as data
+from tasks import store
 from tasks.base import make_task
 from tasks.data import WindowDataset, collect
 from tasks.store import Frames
@@ -115,3 +116,14 @@ def test_a_damaged_chunk_is_caught_when_read_even_without_the_open_checksum(task
     assert unchecked.pixels[1, 3].shape == (16, 16, 3)  # other chunks still read
     with pytest.raises(OSError):
         unchecked.pixels[1, 4]
+
+
+def test_at_most_a_few_shard_files_stay_open_however_many_are_read(task, tmp_path, small_shards, monkeypatch):
+    """Each open HDF5 file holds a few MB of metadata: an LRU bounds them, so memory does not grow with shards."""
+    monkeypatch.setattr(store, "MAX_OPEN_SHARDS", 2)
+    episodes = collect(task, "expert", episodes=9, cache_dir=tmp_path, workers=1, **SMALL)  # 3 shards
+    frames = episodes.pixels
+    first = [frames[e, 2] for e in range(9)]
+    assert len(frames._files) == 2
+    assert all(np.array_equal(frames[e, 2], first[e]) for e in (0, 8, 4, 0))  # evicted shards reopen
+    assert np.array_equal(first[7], task.render(episodes.states[7, 2][None])[0])
