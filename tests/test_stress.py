@@ -111,3 +111,15 @@ def test_search_finds_a_case_worse_than_the_average_and_its_row_replays(tmp_path
     assert cli(["replay", path, "0", "--out", str(tmp_path / "strips")]) == 0
     (strip,) = (tmp_path / "strips").glob("*.png")
     assert strip.stat().st_size > 1000
+
+
+def test_a_history_1_row_rebuilds_its_empty_action_history_with_its_width():
+    """With history 1 a row stores no history blocks; the model's cost still needs them shaped (0, frameskip × A)."""
+    from harness.eval.replay import case_from_row
+
+    row = pd.Series(
+        {"case_seed": 3, "episode": 1, "start_step": 0, "history_states": [[1.0, 2.0]], "history_actions": [],
+         "goal": [3.0, 4.0], "recorded_actions": [[0.1, 0.2]] * 25}
+    )  # fmt: skip
+    case = case_from_row(row, frameskip=5)
+    assert case.history_actions.shape == (0, 10) and case.recorded_actions.shape == (25, 2)

@@ -76,7 +76,7 @@ def replay(
 ) -> tuple[EpisodeResult, np.ndarray, Condition]:
     """Re-run the case of a failures row with ``controller``: (its result, the frames (F, H, W, 3) as seen,
     the condition). The caller builds the task, protocol and controller from the row's own config."""
-    case = case_from_row(row)
+    case = case_from_row(row, protocol.frameskip)
     condition = Condition(**json.loads(row["condition_params"]))
     filmed = FilmedTask(task)
     result = run_episodes(controller, filmed, [case], protocol, condition, batch_size=1)[0]
@@ -91,17 +91,24 @@ def replay(
     return result, view.observe(frames), condition
 
 
-def case_from_row(row: pd.Series) -> Case:
-    """The :class:`Case` a failure row describes (it needs nothing but the row)."""
+def case_from_row(row: pd.Series, frameskip: int) -> Case:
+    """The :class:`Case` a failure row describes, given the protocol's frameskip.
+
+    The row stores the history's action blocks as a list of lists; with history 1 that list
+    is empty, and the blocks keep their shape (0, frameskip × A) only because it is rebuilt here.
+    """
+    recorded = np.asarray(list(row["recorded_actions"]), dtype=np.float32)  # (goal_offset, A)
+    width = frameskip * recorded.shape[-1]
+    history_actions = np.asarray([list(block) for block in row["history_actions"]], dtype=np.float32)
     return Case(
         index=0,
         case_seed=int(row["case_seed"]),
         episode=int(row["episode"]),
         start_step=int(row["start_step"]),
         history_states=np.asarray(list(row["history_states"]), dtype=np.float32),
-        history_actions=np.asarray(list(row["history_actions"]), dtype=np.float32),
+        history_actions=history_actions.reshape(-1, width),  # (h-1, frameskip·A), also when h-1 = 0
         goal=np.asarray(row["goal"], dtype=np.float32),
-        recorded_actions=np.asarray(list(row["recorded_actions"]), dtype=np.float32),
+        recorded_actions=recorded,
         start_solved=False,
     )
 
