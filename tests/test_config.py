@@ -150,3 +150,16 @@ def test_a_task_overrides_the_sweeps_data_for_its_own_trials_only():
     assert (data["two_room"].policy, data["two_room"].episodes) == ("random", 30)
     assert (data["pusht"].policy, data["pusht"].episodes) == ("expert", 200)  # the sweep's data block
     assert TrialSpec.from_dict(trials[0].to_dict()).trial_id == trials[0].trial_id
+
+
+def test_malformed_yaml_is_one_line_naming_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntasks: [\n  - two_room\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line 3, column 3: malformed YAML"):
+        load_sweep(bad)
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/evil", "a/b", "/abs", ".."])
+def test_a_sweep_name_cannot_point_the_results_elsewhere(name):
+    with pytest.raises(ConfigError, match="plain folder name"):
+        load_sweep(QUICKSTART, [f"name={name}"])

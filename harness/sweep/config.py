@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -88,6 +90,11 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepCon
         sweep: SweepConfig = OmegaConf.to_object(merged)
     except (OmegaConfBaseException, HydraException) as error:
         raise ConfigError(f"{path}: {_describe(error)}") from None
+    except yaml.YAMLError as error:  # malformed YAML: name the line, not PyYAML's stack
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
     except ValueError as error:  # a spec's own check (__post_init__) of a value
         raise ConfigError(f"{path}: {error}") from None
     _check_names(sweep, path)
@@ -115,7 +122,15 @@ def _describe(error: Exception) -> str:
     return message
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def _check_names(sweep: SweepConfig, path: Path) -> None:
+    if not NAME.fullmatch(sweep.name) or ".." in sweep.name:
+        raise ConfigError(
+            f"{path}: name {sweep.name!r} must be a plain folder name (letters, digits, '_', '-', '.'; no '/' "
+            "or '..'): results go to results_dir/<name>, and a name must not point elsewhere"
+        )
     for i, task in enumerate(sweep.tasks):
         if task.name not in TASKS:
             raise ConfigError(f"{path}: tasks[{i}].name {task.name!r} is unknown; known tasks: {', '.join(TASKS)}")
