@@ -135,6 +135,12 @@ def test_a_spec_names_its_role_and_every_condition_its_axis():
         ("conditions=[{sticky_prob: 2}]", "sticky_prob"),
         ("models.0.size=huge", "models[0].size"),
         ("+tasks.0.data.episodez=3", "tasks.0.data.episodez"),
+        ("tasks.0.image_size=7", "multiple of patch_size 8"),
+        ("protocol.goal_offset=1000", "needs episodes of at least 1000 steps"),
+        ("data.steps=5", "data.steps is 5"),
+        ("train.num_frames=30", "train.num_frames 30"),
+        ("resources.cpu=0", "resources.cpu"),
+        ("resources.gpu=sometimes", "resources.gpu"),
         ("+tasks.0.data.episodes=0", "data.episodes"),
     ],
 )

@@ -7,6 +7,7 @@ naming the key and what is accepted, before Ray or torch does any work.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -25,7 +27,7 @@ from harness.eval.planners import PlannerConfig
 from harness.eval.protocol import EvalProtocol, resolve_protocol
 from harness.trial.spec import DataSpec, ModelSpec, TaskSpec, TrialSpec
 from harness.trial.training import TrainConfig
-from models.registry import MODELS, model_sizes
+from models.registry import MODELS, build_model, model_sizes
 from tasks.base import TASKS, task_class
 from tasks.conditions import Condition
 
@@ -43,6 +45,15 @@ class ResourcesSpec:
     gpu: str = "auto"  # "auto": 1 GPU if the cluster has any; "require": fail without; "never"
     gpu_fraction: float = 1.0  # below 1 packs several small trials on one GPU
     gpus_per_trial: int = 1  # above 1: one model trained over several GPUs with DDP (SIGReg all-reduced)
+
+    def __post_init__(self) -> None:
+        if self.cpu < 1 or self.gpus_per_trial < 1:
+            raise ValueError(f"resources.cpu and resources.gpus_per_trial must be at least 1, got {self.cpu}, "
+                             f"{self.gpus_per_trial}")  # fmt: skip
+        if self.gpu not in ("auto", "require", "never"):
+            raise ValueError(f"resources.gpu must be auto, require or never, got {self.gpu!r}")
+        if not 0 < self.gpu_fraction <= 1:
+            raise ValueError(f"resources.gpu_fraction must lie in (0, 1], got {self.gpu_fraction}")
 
 
 @dataclass
@@ -201,7 +212,53 @@ def expand_trials(sweep: SweepConfig) -> list[TrialSpec]:
             trials.append(base.with_values(dict(zip(grid_keys, point, strict=True))))
         except (TypeError, ValueError) as error:
             raise ConfigError(f"search.grid point {dict(zip(grid_keys, point, strict=True))}: {error}") from None
+    for trial in trials:
+        check_trial(trial)
     return _name_variants(trials)
+
+
+def check_trial(trial: TrialSpec) -> None:
+    """The checks that need a task and a model together, made before Ray starts: episodes long enough for
+    the protocol's cases and the training windows, and a model that can be built at the task's frame size."""
+    cls = task_class(trial.task.name)
+    where = f"{trial.task.name} × {trial.model.name}"
+    history = trial.protocol.history or cls.default_history
+    frameskip = trial.protocol.frameskip or cls.default_frameskip
+    steps = trial.data.steps or cls.episode_steps
+    needed = (history - 1) * frameskip + trial.protocol.goal_offset
+    if needed > steps:
+        raise ConfigError(
+            f"{where}: protocol.goal_offset {trial.protocol.goal_offset} with history {history} × frameskip "
+            f"{frameskip} needs episodes of at least {needed} steps, but data.steps is {steps}"
+        )
+    if trial.role != "model":
+        return
+    if trial.train.num_frames * frameskip > steps:
+        raise ConfigError(
+            f"{where}: a training window of train.num_frames {trial.train.num_frames} × frameskip {frameskip} "
+            f"needs {trial.train.num_frames * frameskip} steps, but data.steps is {steps}"
+        )
+    _check_buildable(trial.model, trial.task.image_size, cls.action_dim * frameskip, history)
+
+
+@functools.cache
+def _buildable(name: str, size: str, image_size: int, action_dim: int, history: int, overrides: str) -> str | None:
+    """Why the model cannot be built (its config's own check), or None; built on the meta device, no weights."""
+    try:
+        with torch.device("meta"):
+            build_model(name, size, image_size, action_dim, history=history, **json.loads(overrides))
+    except (ValueError, TypeError) as error:
+        return str(error)
+    except Exception:  # e.g. weights that only load on a real device: the trial reports those itself
+        return None
+    return None
+
+
+def _check_buildable(model: ModelSpec, image_size: int, action_dim: int, history: int) -> None:
+    overrides = {k: v for k, v in model.overrides.items() if k != "history"}
+    problem = _buildable(model.name, model.size, image_size, action_dim, history, json.dumps(overrides, sort_keys=True))
+    if problem is not None:
+        raise ConfigError(f"models {model.name} ({model.size}) at tasks image_size {image_size}: {problem}")
 
 
 def _name_variants(trials: list[TrialSpec]) -> list[TrialSpec]:
