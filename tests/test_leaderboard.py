@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from harness.eval.protocol import PRESETS, EvalProtocol
-from harness.report import leaderboard, stats
+from harness.report import leaderboard, results, stats
 from harness.report.results import ConditionRow, EpisodeRow, load, write_trial
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -451,7 +451,7 @@ def test_rows_written_before_roles_and_axes_are_shown_as_models_with_a_warning_t
     episodes = [
         dataclasses.replace(EpisodeRow(**row), **columns) for row in load(str(root), "episodes").to_dict("records")
     ]
-    write_trial(str(old), "old-trial", conditions, episodes)
+    write_trial(str(old), conditions[0].trial_id, conditions, episodes)
     board = leaderboard.build(old)
     assert (board.conditions["role"] == "model").all() and (board.conditions["variant"] == "").all()
     assert board.curves == [] and board.models.empty
@@ -574,3 +574,17 @@ def test_html_renders_in_headless_chromium(rendered: dict[str, Path], board: lea
         assert page.locator("h2", has_text="Failed trials (1)").count() == 1
         browser.close()
     assert problems == []
+
+
+def test_a_trial_whose_files_disagree_is_named_and_left_out_of_every_statistic(tmp_path: Path) -> None:
+    root = tmp_path / "disagree"
+    kept = write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8)
+    broken = write_synthetic_trial(root, task="two_room", model="lewm", seed=1, skill=0.8)
+    path = root / "episodes" / f"{broken}.parquet"
+    episodes = pd.read_parquet(path)
+    episodes[episodes["condition"] != "clean"].to_parquet(path)  # readable, but the clean episodes are gone
+    board = leaderboard.build(root)
+    assert list(board.left_out) == [broken] and "'clean' reports 30 episodes but 0 are stored" in board.left_out[broken]
+    clean = board.conditions.set_index("condition").loc["clean"]
+    assert clean["seeds"] == 1 and clean["episodes"] == 30  # the intact trial alone
+    assert results.trial_done(str(root), kept) and not results.trial_done(str(root), broken)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from harness.report import results
+from harness.report import leaderboard, results
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
@@ -61,6 +61,22 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     resumed = run_cli(f"results_dir={out}", "--resume", env_cache=cache_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "0 to run" in resumed.stdout and len(results.load(str(out))) == 4
+    # A damaged result is named and left out of every statistic, and --resume makes it whole again.
+    random_trial = next(f.stem for f in files if "-random-" in f.name)
+    damaged = out / "episodes" / f"{random_trial}.parquet"
+    intact = pq.read_table(damaged).to_pandas()
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    board = leaderboard.build(out)
+    assert list(board.left_out) == [random_trial] and "cannot be read" in board.left_out[random_trial]
+    assert set(board.conditions["model"]) == {"lewm"} and any(random_trial in w for w in board.warnings)
+    assert random_trial in leaderboard.to_markdown(board)
+    repaired = run_cli(f"results_dir={out}", "--resume", env_cache=cache_dir)
+    assert repaired.returncode == 0, repaired.stderr[-2000:]
+    assert "1 to run" in repaired.stdout and f"running {random_trial} again" in repaired.stderr
+    again_rows = pq.read_table(damaged).to_pandas()
+    for column in ("case_seed", "success", "final_distance", "condition"):
+        assert again_rows[column].tolist() == intact[column].tolist(), column
+    assert len(results.load(str(out))) == 4 and not leaderboard.build(out).left_out
     # A row re-runs from its own fields (config JSON, cached data and checkpoint) to the same figure.
     lewm_file = next(f for f in files if "-lewm-" in f.name)
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}

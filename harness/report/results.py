@@ -193,10 +193,113 @@ def write_trial(root: str, trial_id: str, conditions: Sequence[ConditionRow], ep
 
 
 def trial_done(root: str, trial_id: str) -> bool:
-    """Whether a trial's condition rows exist (then a resumed sweep skips it)."""
+    """Whether a trial's files are all there, readable and agree (then a resumed sweep skips it)."""
+    return verify_trial(root, trial_id) is None
+
+
+def _read_file(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> pd.DataFrame:
+    """One Parquet file's rows, read whole with the expected schema; raises if it is missing or damaged."""
+    return pq.read_table(path, filesystem=fs, schema=schema).to_pandas()
+
+
+def _trial_problem(
+    trial_id: str, conditions: pd.DataFrame, episodes: pd.DataFrame | None, expect_episodes: bool = True
+) -> str | None:
+    """Why a trial's condition rows and episode rows do not agree, or None (``expect_episodes`` False: a
+    folder written before episode rows existed, judged on its condition rows alone)."""
+    if conditions.empty:
+        return "its condition file holds no rows"
+    if set(conditions["trial_id"]) != {trial_id}:
+        return f"its condition rows name trial(s) {sorted(set(conditions['trial_id']))}, not {trial_id}"
+    ok = conditions[conditions["status"] == "ok"]
+    if ok.empty:
+        return None  # a failed trial: one row with its error, and no episodes
+    if episodes is None:
+        return "its episode file is missing" if expect_episodes else None
+    if len(episodes) and set(episodes["trial_id"]) != {trial_id}:
+        return f"its episode rows name trial(s) {sorted(set(episodes['trial_id']))}, not {trial_id}"
+    counts = episodes.groupby("condition").size()
+    for row in ok.itertuples():
+        stored = int(counts.get(row.condition, 0))
+        if stored != int(row.episodes):
+            return f"condition {row.condition!r} reports {row.episodes} episodes but {stored} are stored"
+    return None
+
+
+def verify_trial(root: str, trial_id: str) -> str | None:
+    """Why trial ``trial_id`` under ``root`` is not a finished trial (a file missing, unreadable or
+    disagreeing with the other), or None when its condition rows and episode rows are whole and agree."""
     fs, base = _filesystem(root)
-    info = fs.get_file_info(f"{base.rstrip('/')}/{TRIALS_DIR}/{trial_id}.parquet")
-    return info.type == pafs.FileType.File
+    conditions_path = f"{base.rstrip('/')}/{TRIALS_DIR}/{trial_id}.parquet"
+    episodes_path = f"{base.rstrip('/')}/{EPISODES_DIR}/{trial_id}.parquet"
+    if fs.get_file_info(conditions_path).type != pafs.FileType.File:
+        return "not run"
+    try:
+        conditions = _read_file(fs, conditions_path, CONDITION_SCHEMA)
+    except (OSError, pa.ArrowException) as error:
+        return f"{conditions_path} cannot be read ({str(error).splitlines()[0]})"
+    episodes = None
+    if fs.get_file_info(episodes_path).type == pafs.FileType.File:
+        try:
+            episodes = _read_file(fs, episodes_path, EPISODE_SCHEMA)
+        except (OSError, pa.ArrowException) as error:
+            return f"{episodes_path} cannot be read ({str(error).splitlines()[0]})"
+    problem = _trial_problem(trial_id, conditions, episodes)
+    return None if problem is None else f"{trial_id}: {problem}"
+
+
+@dataclass
+class VerifiedResults:
+    """A results folder's rows from the trials whose files are whole and agree, and why the others were left out."""
+
+    conditions: pd.DataFrame
+    episodes: pd.DataFrame
+    left_out: dict[str, str]  # trial id -> what is wrong with its files
+
+
+def load_verified(root: str) -> VerifiedResults:
+    """Every trial's condition and episode rows, verified trial by trial (:func:`verify_trial`'s checks);
+    a trial with an unreadable or inconsistent file is left out of both tables and named in ``left_out``."""
+    fs, base = _filesystem(root)
+    folder = f"{base.rstrip('/')}/{TRIALS_DIR}"
+    if fs.get_file_info(folder).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no {TRIALS_DIR}/ folder of results under {root!r}")
+    selector = pafs.FileSelector(folder)
+    trial_ids = sorted(
+        info.base_name.removesuffix(".parquet")
+        for info in fs.get_file_info(selector)
+        if info.base_name.endswith(".parquet")
+    )
+    has_episodes = fs.get_file_info(f"{base.rstrip('/')}/{EPISODES_DIR}").type == pafs.FileType.Directory
+    conditions, episodes, left_out = [], [], {}
+    for trial_id in trial_ids:
+        try:
+            trial = _read_file(fs, f"{folder}/{trial_id}.parquet", CONDITION_SCHEMA)
+        except (OSError, pa.ArrowException) as error:
+            left_out[trial_id] = f"{TRIALS_DIR}/{trial_id}.parquet cannot be read ({str(error).splitlines()[0]})"
+            continue
+        episodes_path = f"{base.rstrip('/')}/{EPISODES_DIR}/{trial_id}.parquet"
+        stored = None
+        if fs.get_file_info(episodes_path).type == pafs.FileType.File:
+            try:
+                stored = _read_file(fs, episodes_path, EPISODE_SCHEMA)
+            except (OSError, pa.ArrowException) as error:
+                left_out[trial_id] = f"{EPISODES_DIR}/{trial_id}.parquet cannot be read ({str(error).splitlines()[0]})"
+                continue
+        problem = _trial_problem(trial_id, trial, stored, expect_episodes=has_episodes)
+        if problem is not None:
+            left_out[trial_id] = problem
+            continue
+        conditions.append(trial)
+        if stored is not None:
+            episodes.append(stored)
+    empty = {name: pd.DataFrame({n: pd.Series(dtype=object) for n in schema.names})
+             for name, schema in (("c", CONDITION_SCHEMA), ("e", EPISODE_SCHEMA))}  # fmt: skip
+    return VerifiedResults(
+        pd.concat(conditions, ignore_index=True) if conditions else empty["c"],
+        pd.concat(episodes, ignore_index=True) if episodes else empty["e"],
+        left_out,
+    )
 
 
 def load(root: str, table: str = TRIALS_DIR) -> pd.DataFrame:

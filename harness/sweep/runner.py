@@ -68,7 +68,11 @@ def plan_sweep(sweep: SweepConfig) -> SweepPlan:
     """The sweep's trials and which of them already have results."""
     root = results_root(sweep)
     trials = expand_trials(sweep)
-    done = [t.trial_id for t in trials if results.trial_done(root, t.trial_id)]
+    problems = {t.trial_id: results.verify_trial(root, t.trial_id) for t in trials}
+    for trial_id, problem in problems.items():
+        if problem not in (None, "not run"):
+            log.warning("running %s again: %s", trial_id, problem)
+    done = [trial_id for trial_id, problem in problems.items() if problem is None]
     return SweepPlan(root, trials, done, searched=bool(sweep.search.space))
 
 

@@ -26,7 +26,12 @@ import numpy as np
 import pandas as pd
 
 from harness.report import stats
-from harness.report.results import CLEAN_AXIS, COMBINED_AXIS, CONDITION_SCHEMA, EPISODE_SCHEMA, EPISODES_DIR, load
+from harness.report.results import (
+    CLEAN_AXIS,
+    COMBINED_AXIS,
+    CONDITION_SCHEMA,
+    load_verified,
+)
 
 GROUP = ["protocol_hash", "task", "model", "variant", "condition"]  # one row of the condition table
 ENTRY = ["protocol_hash", "task", "model", "variant"]  # one entry on one task: one line of a curve
@@ -72,6 +77,7 @@ class Leaderboard:
     root: str
     baseline: str | None = None
     warnings: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # trial id -> why its files were not used
 
 
 def label(model: str, variant: str, role: str) -> str:
@@ -95,26 +101,25 @@ class _TrialOutcomes:
     final_distance: np.ndarray  # (episodes,) float, may be empty
 
 
-def _read(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(condition rows, episode rows) under ``root``; a missing or empty folder raises NoResultsError."""
+def _read(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """(condition rows, episode rows, trials left out and why) under ``root``, verified trial by trial:
+    a trial whose files are unreadable or disagree is left out of every statistic. A missing or empty
+    folder raises NoResultsError."""
     try:
-        conditions = load(str(root))
+        verified = load_verified(str(root))
     except FileNotFoundError as error:
         raise NoResultsError(
             f"no results under {root}: expected trials/*.parquet written by harness.sweep.cli"
         ) from error
-    if conditions.empty:
+    conditions, episodes = verified.conditions, verified.episodes
+    if conditions.empty and not verified.left_out:
         raise NoResultsError(f"no results under {root}: its trials/ folder holds no rows")
-    try:
-        episodes = load(str(root), EPISODES_DIR)
-    except FileNotFoundError:
-        episodes = pd.DataFrame({name: pd.Series(dtype=object) for name in EPISODE_SCHEMA.names})
     conditions = conditions.assign(
         protocol_hash=conditions["protocol_hash"].fillna(UNKNOWN_PROTOCOL),
         variant=conditions["variant"].fillna(""),
         role=conditions["role"].fillna("model"),  # rows written before roles: re-run to get the floor and ceiling
     )
-    return conditions, episodes
+    return conditions, episodes, verified.left_out
 
 
 def _episode_index(episodes: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
@@ -451,6 +456,16 @@ def _probes(ok: pd.DataFrame) -> pd.DataFrame:
     return means[PROBE_COLUMNS].sort_values(keys[:4], kind="stable").reset_index(drop=True)
 
 
+def _left_out_warnings(left_out: dict[str, str], root: str | Path) -> list[str]:
+    if not left_out:
+        return []
+    named = "; ".join(f"{trial}: {why}" for trial, why in left_out.items())
+    return [
+        f"{len(left_out)} trial(s) under {root} left out of every statistic, their files unreadable or "
+        f"inconsistent (`--resume` runs them again): {named}"
+    ]
+
+
 def _warnings(table: pd.DataFrame, conditions: pd.DataFrame, failed: pd.DataFrame, root: str | Path) -> list[str]:
     """What a reader must know before ranking: wide intervals, failed trials, rows too old to carry an axis."""
     warnings = []
@@ -477,7 +492,7 @@ def _warnings(table: pd.DataFrame, conditions: pd.DataFrame, failed: pd.DataFram
 
 def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
     """Read a results folder (and optionally a baseline folder) into every table and curve the leaderboard shows."""
-    conditions, episodes = _read(root)
+    conditions, episodes, left_out = _read(root)
     ok = conditions[conditions["status"] != "failed"]
     outcomes = _group_outcomes(ok, _episode_index(episodes))
     failed = _failed_trials(conditions)
@@ -486,7 +501,7 @@ def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
     table = _add_failures(_condition_table(ok, outcomes, axes), failed)
     table["wide_ci"] = table["success_half_width"] > WIDE_CI_HALF_WIDTH
     if baseline is not None:
-        base_conditions, base_episodes = _read(baseline)
+        base_conditions, base_episodes, _ = _read(baseline)
         base_ok = base_conditions[base_conditions["status"] != "failed"]
         comparison = _baseline_comparison(table, outcomes, _group_outcomes(base_ok, _episode_index(base_episodes)))
         table = table.merge(comparison, on=GROUP, how="left") if len(comparison) else table
@@ -509,5 +524,6 @@ def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
         protocols=_protocols(conditions),
         root=str(root),
         baseline=str(baseline) if baseline is not None else None,
-        warnings=_warnings(table, conditions, failed, root),
+        warnings=_warnings(table, conditions, failed, root) + _left_out_warnings(left_out, root),
+        left_out=left_out,
     )

@@ -335,6 +335,11 @@ def document(board: Leaderboard) -> list[Section]:
     """Every section of the leaderboard, in reading order: the page, each protocol's tables and figures, failures."""
     where = f"Results: `{board.root}`" + (f"; baseline: `{board.baseline}`" if board.baseline else "")
     page_notes = [where, *filter(None, [protocol_note(board.protocols)]), METHOD]
+    if board.left_out:
+        page_notes.append(
+            f"⚠ {len(board.left_out)} trial(s) left out of every statistic, their files unreadable or inconsistent "
+            "(`--resume` runs them again): " + "; ".join(f"`{t}`: {why}" for t, why in board.left_out.items())
+        )
     sections = [Section("wmbench leaderboard", 1, notes=tuple(page_notes))]
     for protocol_hash, rows in board.conditions.groupby("protocol_hash", sort=True):
         sections.append(_condition_section(board, protocol_hash, rows))
