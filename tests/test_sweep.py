@@ -141,3 +141,17 @@ def test_the_leaderboard_command_prints_what_it_writes_and_names_a_missing_folde
                              capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
     assert missing.returncode == 2 and "nothing" in missing.stderr and "Traceback" not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_driver_on_the_same_results_folder_exits_naming_the_first(tmp_path, cache_dir):
+    import fcntl
+
+    out = tmp_path / "results"
+    out.mkdir()
+    with open(out / ".driver.lock", "w") as lock:  # the first driver, mid-sweep
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("pid 12345 on elsewhere")
+        lock.flush()
+        second = run_cli(f"results_dir={out}", env_cache=cache_dir)
+    assert second.returncode == 2 and "another driver (pid 12345 on elsewhere)" in second.stderr
+    assert not (out / "trials").exists()  # it ran nothing

@@ -30,8 +30,8 @@ from harness.eval import replay, stress
 from harness.eval.controllers import REFERENCE_CONTROLLERS
 from harness.eval.surprise import evaluate_surprise, surprise_table
 from harness.report import leaderboard, results
-from harness.sweep.config import ConfigError, load_sweep
-from harness.sweep.runner import plan_sweep, run_sweep, trial_resources
+from harness.sweep.config import ConfigError, SweepConfig, load_sweep
+from harness.sweep.runner import driver_lock, plan_sweep, run_sweep, trial_resources
 from harness.trial.parts import build_trial, trial_data
 from harness.trial.reproduce import RowError, reproduce_row
 from harness.trial.spec import TrialSpec
@@ -122,15 +122,21 @@ def _run(args: argparse.Namespace) -> int:
     if not args.sweep:
         raise ConfigError("give a sweep YAML (or --from-row RESULTS_FILE ROW)")
     sweep = load_sweep(args.sweep, args.overrides)
+    if args.dry_run:
+        print(plan_sweep(sweep).describe(trial_resources(sweep, 0)))
+        return 0
+    with driver_lock(sweep):  # planned under the lock: two drivers never run the same trials
+        return _drive(args, sweep)
+
+
+def _drive(args: argparse.Namespace, sweep: SweepConfig) -> int:
     plan = plan_sweep(sweep)
-    if plan.done and not args.resume and not args.dry_run:
+    if plan.done and not args.resume:
         raise ConfigError(
             f"{plan.root} already holds {len(plan.done)} finished trial(s) of this sweep; "
             "pass --resume to run only the rest, or set results_dir=... for a fresh folder"
         )
-    print(plan.describe(trial_resources(sweep, 0) if args.dry_run else {"cpu": sweep.resources.cpu}))
-    if args.dry_run:
-        return 0
+    print(plan.describe({"cpu": sweep.resources.cpu}))
     failed = 0
     if plan.pending:
         outcome = run_sweep(sweep, plan, address=args.address, verbose=args.verbose)

@@ -7,10 +7,14 @@ row is written twice. Ray's FailureConfig retries a trial whose worker died.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +66,38 @@ def results_root(sweep: SweepConfig) -> str:
             ) from None
         return sweep.results_dir
     return str(Path(sweep.results_dir).resolve())
+
+
+@contextlib.contextmanager
+def driver_lock(sweep: SweepConfig) -> Iterator[None]:
+    """Hold the results folder's driver lock: a second driver on the same folder exits at once, naming the first.
+
+    A local folder only (``flock`` on ``<root>/.driver.lock``); a URI results_dir is not locked.
+    """
+    root = results_root(sweep)
+    if "://" in root:
+        log.warning("results_dir %s is a URI: nothing stops a second driver on it from running the same trials", root)
+        yield
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / ".driver.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(
+                f"another driver ({holder}) is running a sweep on {root}; wait for it to end, "
+                "or set results_dir=... for a folder of your own"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def plan_sweep(sweep: SweepConfig) -> SweepPlan:
