@@ -112,11 +112,19 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_di
 
 def test_failing_trial_becomes_a_failed_row_and_the_sweep_goes_on(tmp_path, cache_dir):
     out = tmp_path / "results"
-    result = run_cli(f"results_dir={out}", "models.0.overrides={no_such_field: 1}", "--strict", env_cache=cache_dir)
+    # A learning rate no check can refuse beforehand, that makes LeWM's loss diverge inside its trial.
+    result = run_cli(f"results_dir={out}", "train.lr=1e30", "--strict", env_cache=cache_dir)
     assert result.returncode == 1 and "FAILED" in result.stderr  # --strict: failures make the exit non-zero
     rows = results.load(str(out))
     failed = rows[rows["status"] == "failed"]
-    assert list(failed["model"]) == ["lewm"] and "no_such_field" in failed["error"].iloc[0]
+    assert list(failed["model"]) == ["lewm"] and "TrainingDiverged" in failed["error"].iloc[0]
+    # A bad model override is refused before Ray starts, naming the field.
+    refused = run_cli(
+        f"results_dir={tmp_path / 'refused'}", "models.0.overrides={no_such_field: 1}", env_cache=cache_dir
+    )
+    assert (
+        refused.returncode == 2 and "no_such_field" in refused.stderr and not (tmp_path / "refused" / "trials").exists()
+    )
     assert set(rows[rows["status"] == "ok"]["model"]) == {"random"}  # the other trial completed
 
 
