@@ -10,7 +10,7 @@ others, so a trial's memory does not grow with the dataset.
 Why HDF5: it is what robot-learning datasets ship in (robomimic, LIBERO, the authors'
 ``HDF5Dataset``), any HDF5 reader opens these files, and single-frame reads are cheap:
 ~12,700 four-frame windows/s at 64 px here against ~390 for zarr 3.1 with sharding
-(``/tmp``-measured side by side in one run; zarr's per-chunk overhead dominates).
+(measured here side by side with scratch scripts; zarr's per-chunk overhead dominates).
 Shard files are written whole (a worker builds the file image in memory and the
 collecting process writes it to a temp name and renames it), so a reader never sees a
 partial file and the same episodes give the same bytes on any worker or node.
