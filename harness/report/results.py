@@ -226,26 +226,33 @@ def _trial_problem(
     return None
 
 
-def verify_trial(root: str, trial_id: str) -> str | None:
-    """Why trial ``trial_id`` under ``root`` is not a finished trial (a file missing, unreadable or
-    disagreeing with the other), or None when its condition rows and episode rows are whole and agree."""
-    fs, base = _filesystem(root)
+def _read_trial(
+    fs: pafs.FileSystem, base: str, trial_id: str, expect_episodes: bool = True
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str | None]:
+    """(condition rows, episode rows, why they are not a finished trial or None), read whole from their files."""
     conditions_path = f"{base.rstrip('/')}/{TRIALS_DIR}/{trial_id}.parquet"
     episodes_path = f"{base.rstrip('/')}/{EPISODES_DIR}/{trial_id}.parquet"
     if fs.get_file_info(conditions_path).type != pafs.FileType.File:
-        return "not run"
+        return None, None, "not run"
     try:
         conditions = _read_file(fs, conditions_path, CONDITION_SCHEMA)
     except (OSError, pa.ArrowException) as error:
-        return f"{conditions_path} cannot be read ({str(error).splitlines()[0]})"
+        return None, None, f"{conditions_path} cannot be read ({str(error).splitlines()[0]})"
     episodes = None
     if fs.get_file_info(episodes_path).type == pafs.FileType.File:
         try:
             episodes = _read_file(fs, episodes_path, EPISODE_SCHEMA)
         except (OSError, pa.ArrowException) as error:
-            return f"{episodes_path} cannot be read ({str(error).splitlines()[0]})"
-    problem = _trial_problem(trial_id, conditions, episodes)
-    return None if problem is None else f"{trial_id}: {problem}"
+            return conditions, None, f"{episodes_path} cannot be read ({str(error).splitlines()[0]})"
+    return conditions, episodes, _trial_problem(trial_id, conditions, episodes, expect_episodes)
+
+
+def verify_trial(root: str, trial_id: str) -> str | None:
+    """Why trial ``trial_id`` under ``root`` is not a finished trial (a file missing, unreadable or
+    disagreeing with the other), or None when its condition rows and episode rows are whole and agree."""
+    fs, base = _filesystem(root)
+    *_, problem = _read_trial(fs, base, trial_id)
+    return problem if problem in (None, "not run") else f"{trial_id}: {problem}"
 
 
 @dataclass
@@ -264,29 +271,12 @@ def load_verified(root: str) -> VerifiedResults:
     folder = f"{base.rstrip('/')}/{TRIALS_DIR}"
     if fs.get_file_info(folder).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"no {TRIALS_DIR}/ folder of results under {root!r}")
-    selector = pafs.FileSelector(folder)
-    trial_ids = sorted(
-        info.base_name.removesuffix(".parquet")
-        for info in fs.get_file_info(selector)
-        if info.base_name.endswith(".parquet")
-    )
+    names = [info.base_name for info in fs.get_file_info(pafs.FileSelector(folder))]
+    trial_ids = sorted(name.removesuffix(".parquet") for name in names if name.endswith(".parquet"))
     has_episodes = fs.get_file_info(f"{base.rstrip('/')}/{EPISODES_DIR}").type == pafs.FileType.Directory
     conditions, episodes, left_out = [], [], {}
     for trial_id in trial_ids:
-        try:
-            trial = _read_file(fs, f"{folder}/{trial_id}.parquet", CONDITION_SCHEMA)
-        except (OSError, pa.ArrowException) as error:
-            left_out[trial_id] = f"{TRIALS_DIR}/{trial_id}.parquet cannot be read ({str(error).splitlines()[0]})"
-            continue
-        episodes_path = f"{base.rstrip('/')}/{EPISODES_DIR}/{trial_id}.parquet"
-        stored = None
-        if fs.get_file_info(episodes_path).type == pafs.FileType.File:
-            try:
-                stored = _read_file(fs, episodes_path, EPISODE_SCHEMA)
-            except (OSError, pa.ArrowException) as error:
-                left_out[trial_id] = f"{EPISODES_DIR}/{trial_id}.parquet cannot be read ({str(error).splitlines()[0]})"
-                continue
-        problem = _trial_problem(trial_id, trial, stored, expect_episodes=has_episodes)
+        trial, stored, problem = _read_trial(fs, base, trial_id, expect_episodes=has_episodes)
         if problem is not None:
             left_out[trial_id] = problem
             continue
