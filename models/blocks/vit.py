@@ -8,6 +8,8 @@ Attention runs through ``scaled_dot_product_attention`` so fused kernels apply o
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -133,6 +135,18 @@ def sincos_2d(grid: int, dim: int) -> Tensor:
     return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1)  # (grid², dim)
 
 
+class ViTConfig(Protocol):
+    """The fields a model config carries to describe its ViT encoder."""
+
+    image_size: int
+    patch_size: int
+    encoder_width: int
+    encoder_depth: int
+    encoder_heads: int
+    encoder_mlp_dim: int
+    encoder_pos_init: str
+
+
 class ViTEncoder(nn.Module):
     """Vision transformer: patches + a CLS token + learned positional embeddings -> pre-norm blocks -> LayerNorm.
 
@@ -164,6 +178,19 @@ class ViTEncoder(nn.Module):
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_dim, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         nn.init.normal_(self.cls_token, std=0.02)
+
+    @classmethod
+    def from_config(cls, config: ViTConfig) -> ViTEncoder:
+        """The encoder a model config names by its ``encoder_*`` fields (LeWM's, PLDM's ViT variant)."""
+        return cls(
+            config.image_size,
+            config.patch_size,
+            config.encoder_width,
+            config.encoder_depth,
+            config.encoder_heads,
+            config.encoder_mlp_dim,
+            pos_init=config.encoder_pos_init,
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> tokens (B, 1 + P, D); token 0 is the CLS token."""

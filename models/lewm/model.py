@@ -83,15 +83,7 @@ class LeWM(WorldModel):
         super().__init__()
         self.config = cfg
         self.history = cfg.history
-        self.encoder = ViTEncoder(
-            cfg.image_size,
-            cfg.patch_size,
-            cfg.encoder_width,
-            cfg.encoder_depth,
-            cfg.encoder_heads,
-            cfg.encoder_mlp_dim,
-            pos_init=cfg.encoder_pos_init,
-        )
+        self.encoder = ViTEncoder.from_config(cfg)
         self.projector = Projector(cfg.encoder_width, cfg.projector_hidden, cfg.latent_dim)
         self.action_encoder = ActionEncoder(
             cfg.action_dim, cfg.action_conv_dim, cfg.action_mlp_ratio * cfg.predictor_width, cfg.predictor_width

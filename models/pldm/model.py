@@ -147,15 +147,7 @@ class PLDM(WorldModel):
         """LeWM's parts: ViT + BatchNorm projector, action encoder, AdaLN-zero causal transformer + projector."""
         if not c.teacher_forcing:
             raise ValueError("pldm architecture 'vit' is teacher-forced, as in LeWM's comparison: set teacher_forcing")
-        self.encoder = ViTEncoder(
-            c.image_size,
-            c.patch_size,
-            c.encoder_width,
-            c.encoder_depth,
-            c.encoder_heads,
-            c.encoder_mlp_dim,
-            pos_init=c.encoder_pos_init,
-        )
+        self.encoder = ViTEncoder.from_config(c)
         self.projector = Projector(c.encoder_width, c.projector_hidden, c.latent_dim)
         width = c.predictor_width
         self.action_encoder = ActionEncoder(c.action_dim, c.action_conv_dim, c.action_mlp_ratio * width, width)
