@@ -6,33 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from harness.eval.cases import make_cases
 from harness.eval.controllers import ModelController, Observation
-from harness.eval.evaluation import run_episodes, summarize_episodes
+from harness.eval.evaluation import summarize_episodes
 from harness.eval.planners import PlannerConfig
-from harness.eval.protocol import EvalProtocol
 from harness.eval.surprise import evaluate_surprise
 from harness.sweep.config import expand_trials, load_sweep
 from harness.trial.checkpoints import CHECKPOINT_FORMAT, load_or_train
 from harness.trial.parts import build_trial
 from harness.trial.training import TrainConfig
-from tasks.base import make_task
-from tasks.data import WindowDataset, collect
+from tasks.data import WindowDataset
 from tasks.scaler import ActionScaler
-from tests.test_plan import CLEAN, TrueDynamicsModel, cem
+from tests.test_plan import TrueDynamicsModel, cem, run
 
 TINY = Path(__file__).parent / "data" / "tiny_sweep.yaml"
 SKEWED = ActionScaler(mean=(0.3, -0.3), std=(1.5, 0.7))  # far from raw units, so a missed transform shows
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """Two-Room at 32 px: 10 expert episodes and 12 held-out-style cases from them."""
-    task = make_task("two_room", image_size=32)
-    data = collect(task, "expert", episodes=10, seed=7, noise=0.3, cache_dir=tmp_path_factory.mktemp("c"), workers=1,
-                   progress=False)  # fmt: skip
-    protocol = EvalProtocol(episodes=12).resolved(task.default_history, task.default_frameskip)
-    return task, data, protocol, make_cases(task, data, protocol)[0]
 
 
 def test_the_scaler_is_fitted_per_dimension_and_round_trips_action_blocks():
@@ -52,8 +39,8 @@ def test_the_scaler_is_fitted_per_dimension_and_round_trips_action_blocks():
         scaler.transform(np.zeros((3, 5)))
 
 
-def test_training_windows_carry_standardised_actions(setup):
-    data = setup[1]
+def test_training_windows_carry_standardised_actions(two_room_cases):
+    data = two_room_cases[1]
     windows = WindowDataset(data, num_frames=3, frameskip=5)
     assert windows.scaler == ActionScaler.fit(data.actions)
     blocks = torch.stack([windows[i]["actions"] for i in range(0, len(windows), 3)])  # (N, T, 10)
@@ -81,16 +68,18 @@ class StandardisedDynamics(TrueDynamicsModel):
         return super().rollout(z_hist, plan, past_actions)
 
 
-def test_a_model_trained_in_standardised_units_plans_to_goals_through_its_scaler(setup):
+def test_a_model_trained_in_standardised_units_plans_to_goals_through_its_scaler(two_room_cases):
     """Closed-loop replanning hides a unit mismatch (measured: 83% without the scaler), so the exact
     transforms are checked by the next test; this one checks the whole path still reaches goals."""
-    task = setup[0]
-    planned = run(ModelController("std", StandardisedDynamics(task, SKEWED), cem(100, 5, 10), 0, scaler=SKEWED), setup)
+    task = two_room_cases[0]
+    planned = run(
+        ModelController("std", StandardisedDynamics(task, SKEWED), cem(100, 5, 10), 0, scaler=SKEWED), two_room_cases
+    )
     assert summarize_episodes(planned).success_rate >= 0.75
 
 
-def test_cem_samples_one_dataset_std_and_past_actions_reach_the_model_standardised(setup):
-    task = setup[0]
+def test_cem_samples_one_dataset_std_and_past_actions_reach_the_model_standardised(two_room_cases):
+    task = two_room_cases[0]
     model = StandardisedDynamics(task, SKEWED)
     seen = []
     model.predict = lambda z_hist, actions: seen.append(actions) or z_hist[:, -1:]
@@ -104,8 +93,8 @@ def test_cem_samples_one_dataset_std_and_past_actions_reach_the_model_standardis
     assert plan.shape == (1, 5, 10) and torch.allclose(plan, SKEWED.inverse(controller.previous))
 
 
-def test_the_checkpoint_records_the_action_units_it_was_trained_in(setup, cache_dir):
-    data = setup[1]
+def test_the_checkpoint_records_the_action_units_it_was_trained_in(two_room_cases, cache_dir):
+    data = two_room_cases[1]
     windows = WindowDataset(data, num_frames=2, frameskip=5, scaler=SKEWED)
     cfg = TrainConfig(steps=1, batch_size=4, log_every=1, num_frames=2)
     before = set((cache_dir / "checkpoints").glob("*.pt"))
@@ -115,13 +104,8 @@ def test_the_checkpoint_records_the_action_units_it_was_trained_in(setup, cache_
     assert ActionScaler.from_dict(checkpoint["config"]["action_scaler"]) == SKEWED and CHECKPOINT_FORMAT >= 4
 
 
-def run(controller, setup):
-    task, _, protocol, cases = setup
-    return run_episodes(controller, task, cases, protocol, CLEAN)
-
-
-def test_surprise_feeds_the_model_the_actions_in_its_training_units(setup):
-    task, data = setup[:2]
+def test_surprise_feeds_the_model_the_actions_in_its_training_units(two_room_cases):
+    task, data = two_room_cases[:2]
     model, seen = TrueDynamicsModel(task), []
     predict = model.predict
     model.predict = lambda z_hist, actions: seen.append(actions.clone()) or predict(z_hist, SKEWED.inverse(actions))

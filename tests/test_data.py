@@ -17,16 +17,6 @@ from tasks.store import Frames
 SMALL = {"episodes": 6, "steps": 24, "seed": 7, "noise": 0.1, "progress": False}
 
 
-@pytest.fixture
-def task():
-    return make_task("two_room", image_size=16)
-
-
-@pytest.fixture
-def small_shards(monkeypatch):
-    monkeypatch.setattr(data, "SHARD_EPISODES", 3)
-
-
 def shard_files(folder: Path) -> dict[str, tuple[int, bytes]]:
     """Each shard's (mtime_ns, bytes)."""
     return {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in sorted(folder.glob("shard_*.h5"))}
@@ -49,12 +39,12 @@ def test_cache_root_honours_wmbench_cache(monkeypatch, tmp_path):
     assert cache_root() == Path(data.__file__).resolve().parents[1] / ".cache" / "wmbench"
 
 
-def test_dataset_key_changes_with_everything_that_makes_the_data(task):
+def test_dataset_key_changes_with_everything_that_makes_the_data(small_two_room):
     base = {"policy": "expert", "episodes": 10, "steps": 20, "seed": 0, "noise": 0.1}
-    key = dataset_key(task, **base)
+    key = dataset_key(small_two_room, **base)
     assert key == dataset_key(make_task("two_room", image_size=16), **base) and len(key) == 16
     changed = [
-        dataset_key(task, **(base | {name: value}))
+        dataset_key(small_two_room, **(base | {name: value}))
         for name, value in [("policy", "random"), ("episodes", 11), ("steps", 21), ("seed", 1), ("noise", 0.2)]
     ]
     changed.append(dataset_key(make_task("two_room", image_size=32), **base))
@@ -62,8 +52,8 @@ def test_dataset_key_changes_with_everything_that_makes_the_data(task):
     assert len({key, *changed}) == len(changed) + 1
 
 
-def test_collect_returns_aligned_episodes_with_the_documented_shapes(task, tmp_path, small_shards):
-    episodes = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+def test_collect_returns_aligned_episodes_with_the_documented_shapes(small_two_room, tmp_path, small_shards):
+    episodes = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     assert episodes.pixels.shape == (6, 25, 16, 16, 3) and episodes.pixels.dtype == np.uint8
     assert episodes.actions.shape == (6, 24, 2) and episodes.actions.dtype == np.float32
     assert episodes.states.shape == (6, 25, 2) and episodes.states.dtype == np.float32
@@ -71,24 +61,28 @@ def test_collect_returns_aligned_episodes_with_the_documented_shapes(task, tmp_p
     assert len(np.unique(episodes.states[:, 0], axis=0)) == 6  # every episode has its own start
     # actions[:, t] takes state t to state t+1, and the frame shows state t
     for t in range(24):
-        assert np.array_equal(task.simulate(episodes.states[:, t], episodes.actions[:, t]), episodes.states[:, t + 1])
-    assert np.array_equal(task.render(episodes.states[:, 3]), episodes.pixels[:, 3])
+        assert np.array_equal(
+            small_two_room.simulate(episodes.states[:, t], episodes.actions[:, t]), episodes.states[:, t + 1]
+        )
+    assert np.array_equal(small_two_room.render(episodes.states[:, 3]), episodes.pixels[:, 3])
     info = episodes.info
     assert (info["policy"], info["episodes"], info["steps"], info["seed"]) == ("expert", 6, 24, 7)
-    assert info["task"] == task.config() and info["frames_per_s"] > 0
+    assert info["task"] == small_two_room.config() and info["frames_per_s"] > 0
     assert 0.0 <= info["policy_success_rate"] <= 1.0
     manifest = json.loads((dataset_folder(tmp_path, episodes) / "manifest.json").read_text())
     assert [entry["episodes"] for entry in manifest["shards"]] == [[0, 3], [3, 6]]
 
 
-def test_random_policy_reports_no_success_rate(task, tmp_path):
-    episodes = collect(task, "random", cache_dir=tmp_path, workers=1, **SMALL)
+def test_random_policy_reports_no_success_rate(small_two_room, tmp_path):
+    episodes = collect(small_two_room, "random", cache_dir=tmp_path, workers=1, **SMALL)
     assert episodes.info["policy_success_rate"] is None
-    assert not np.array_equal(episodes.actions, collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL).actions)
+    assert not np.array_equal(
+        episodes.actions, collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL).actions
+    )
 
 
-def test_second_collect_reads_the_cache_without_collecting(task, tmp_path, small_shards, monkeypatch):
-    first = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+def test_second_collect_reads_the_cache_without_collecting(small_two_room, tmp_path, small_shards, monkeypatch):
+    first = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     folder = dataset_folder(tmp_path, first)
     before = shard_files(folder) | {"manifest": (folder.joinpath("manifest.json").stat().st_mtime_ns, b"")}
 
@@ -96,23 +90,23 @@ def test_second_collect_reads_the_cache_without_collecting(task, tmp_path, small
         raise AssertionError("a cached dataset was collected again")
 
     monkeypatch.setattr(data, "collect_shard", no_collection)
-    second = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    second = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     assert_same_episodes(first, second)
     after = shard_files(folder) | {"manifest": (folder.joinpath("manifest.json").stat().st_mtime_ns, b"")}
     assert after == before
     assert second.info["policy_success_rate"] == first.info["policy_success_rate"]
 
 
-def test_collect_uses_wmbench_cache_by_default(task, cache_dir):
-    episodes = collect(task, "expert", workers=1, **SMALL)
+def test_collect_uses_wmbench_cache_by_default(small_two_room, cache_dir):
+    episodes = collect(small_two_room, "expert", workers=1, **SMALL)
     assert (Path(cache_dir) / "datasets" / episodes.key / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("damage", ["flip bytes", "truncate", "delete"])
 def test_damaged_shard_is_rebuilt_with_a_warning_and_never_used(
-    task, tmp_path, small_shards, monkeypatch, caplog, damage
+    small_two_room, tmp_path, small_shards, monkeypatch, caplog, damage
 ):
-    original = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    original = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     shard = dataset_folder(tmp_path, original) / "shard_00001.h5"
     intact = shard.read_bytes()
     content = bytearray(intact)
@@ -133,7 +127,7 @@ def test_damaged_shard_is_rebuilt_with_a_warning_and_never_used(
 
     monkeypatch.setattr(data, "collect_shard", counting_collect_shard)
     with caplog.at_level(logging.WARNING, logger="tasks.data"):
-        repaired = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+        repaired = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     assert rebuilt_shards == [1]  # only the damaged shard is collected again
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert any("shard_00001.h5" in message for message in warnings)
@@ -142,37 +136,37 @@ def test_damaged_shard_is_rebuilt_with_a_warning_and_never_used(
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tasks.data"):
-        collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+        collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     assert rebuilt_shards == [1] and not caplog.records  # the repaired cache is read cleanly
 
 
-def test_same_seed_gives_identical_bytes_whatever_the_worker_count(task, tmp_path, small_shards):
-    in_process = collect(task, "expert", cache_dir=tmp_path / "one", workers=1, **SMALL)
-    two_workers = collect(task, "expert", cache_dir=tmp_path / "two", workers=2, **SMALL)
+def test_same_seed_gives_identical_bytes_whatever_the_worker_count(small_two_room, tmp_path, small_shards):
+    in_process = collect(small_two_room, "expert", cache_dir=tmp_path / "one", workers=1, **SMALL)
+    two_workers = collect(small_two_room, "expert", cache_dir=tmp_path / "two", workers=2, **SMALL)
     assert_same_episodes(in_process, two_workers)
     one_folder, two_folder = dataset_folder(tmp_path / "one", in_process), dataset_folder(tmp_path / "two", two_workers)
     assert {name: content for name, (_, content) in shard_files(one_folder).items()} == {
         name: content for name, (_, content) in shard_files(two_folder).items()
     }
-    other_seed = collect(task, "expert", cache_dir=tmp_path / "one", workers=1, **(SMALL | {"seed": 8}))
+    other_seed = collect(small_two_room, "expert", cache_dir=tmp_path / "one", workers=1, **(SMALL | {"seed": 8}))
     assert not np.array_equal(other_seed.states, in_process.states)
 
 
-def test_episodes_do_not_depend_on_how_many_are_collected(task, tmp_path):
+def test_episodes_do_not_depend_on_how_many_are_collected(small_two_room, tmp_path):
     """Episode i comes from its own seed, so a longer collection starts with the shorter one."""
-    short = collect(task, "expert", cache_dir=tmp_path, workers=1, **(SMALL | {"episodes": 2}))
-    long = collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    short = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **(SMALL | {"episodes": 2}))
+    long = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
     assert np.array_equal(short.pixels, long.pixels[:2]) and np.array_equal(short.actions, long.actions[:2])
 
 
-def test_collect_rejects_an_unknown_policy(task, tmp_path):
+def test_collect_rejects_an_unknown_policy(small_two_room, tmp_path):
     with pytest.raises(ValueError, match="policy must be one of expert, random"):
-        collect(task, "scripted", cache_dir=tmp_path, **SMALL)
+        collect(small_two_room, "scripted", cache_dir=tmp_path, **SMALL)
 
 
 @pytest.fixture
-def episodes(task, tmp_path):
-    return collect(task, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+def episodes(small_two_room, tmp_path):
+    return collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
 
 
 def test_windows_have_the_documented_shapes_and_count(episodes):
@@ -187,7 +181,7 @@ def test_windows_have_the_documented_shapes_and_count(episodes):
     assert batch["pixels"].shape == (8, 4, 3, 16, 16)
 
 
-def test_window_action_block_takes_each_frame_to_the_next(task, episodes):
+def test_window_action_block_takes_each_frame_to_the_next(small_two_room, episodes):
     windows = WindowDataset(episodes, num_frames=3, frameskip=5)
     for index in [0, 7, len(windows) - 1]:
         episode, start = windows.locate(index)
@@ -199,7 +193,7 @@ def test_window_action_block_takes_each_frame_to_the_next(task, episodes):
         for t in range(3):
             state = item["states"][t].numpy()[None]
             for action in recorded[t].reshape(5, 2):  # block t: 5 raw actions, in order
-                state = task.simulate(state, action[None])
+                state = small_two_room.simulate(state, action[None])
             assert np.array_equal(state[0], episodes.states[episode, start + 5 * (t + 1)])
             if t < 2:
                 assert np.array_equal(state[0], item["states"][t + 1].numpy())
@@ -210,8 +204,10 @@ def test_window_longer_than_the_episodes_is_rejected(episodes):
         WindowDataset(episodes, num_frames=5, frameskip=5)
 
 
-def test_split_holds_out_the_last_tenth_as_views(task, tmp_path):
-    episodes = collect(task, "random", cache_dir=tmp_path, workers=1, **(SMALL | {"episodes": 20, "steps": 6}))
+def test_split_holds_out_the_last_tenth_as_views(small_two_room, tmp_path):
+    episodes = collect(
+        small_two_room, "random", cache_dir=tmp_path, workers=1, **(SMALL | {"episodes": 20, "steps": 6})
+    )
     train, val = split_episodes(episodes, 0.1)
     assert (len(train), len(val)) == (18, 2)
     assert isinstance(train.pixels, Frames) and list(train.pixels.ids) == list(range(18))  # a view: nothing read

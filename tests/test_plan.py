@@ -13,9 +13,8 @@ from harness.eval.evaluation import run_episodes, summarize_episodes
 from harness.eval.planners import LatentCost, PlannerConfig
 from harness.eval.protocol import EvalProtocol
 from models.world_model import WorldModel
-from tasks.base import StateLeakError, make_task, planning_guard
+from tasks.base import StateLeakError, planning_guard
 from tasks.conditions import Condition
-from tasks.data import collect
 from tasks.two_room import AGENT_RGB
 
 
@@ -59,21 +58,11 @@ class TrueDynamicsModel(WorldModel):
         return 1
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    task = make_task("two_room", image_size=32)
-    data = collect(task, "expert", episodes=10, seed=7, noise=0.3, cache_dir=tmp_path_factory.mktemp("c"), workers=1,
-                   progress=False)  # fmt: skip
-    protocol = EvalProtocol(episodes=12).resolved(task.default_history, task.default_frameskip)
-    cases, _ = make_cases(task, data, protocol)
-    return task, data, protocol, cases
-
-
 CLEAN = Condition()
 
 
-def run(controller, setup, condition=CLEAN):
-    task, _, protocol, cases = setup
+def run(controller, two_room_cases, condition=CLEAN):
+    task, _, protocol, cases = two_room_cases
     return run_episodes(controller, task, cases, protocol, condition)
 
 
@@ -81,36 +70,40 @@ def cem(samples: int, iterations: int, elites: int) -> PlannerConfig:
     return PlannerConfig(name="cem", samples=samples, iterations=iterations, elites=elites)
 
 
-def test_cem_on_true_dynamics_reaches_goals_and_beats_random(setup):
-    task = setup[0]
-    planned = summarize_episodes(run(ModelController("true", TrueDynamicsModel(task), cem(100, 5, 10), seed=0), setup))
-    floor = summarize_episodes(run(RandomController(task, PlannerConfig(), frameskip=5, seed=0), setup))
+def test_cem_on_true_dynamics_reaches_goals_and_beats_random(two_room_cases):
+    task = two_room_cases[0]
+    planned = summarize_episodes(
+        run(ModelController("true", TrueDynamicsModel(task), cem(100, 5, 10), seed=0), two_room_cases)
+    )
+    floor = summarize_episodes(run(RandomController(task, PlannerConfig(), frameskip=5, seed=0), two_room_cases))
     assert planned.success_rate >= 0.75
     assert planned.success_rate > floor.success_rate
     assert planned.plan_ms_median > 0
 
 
-def test_mppi_and_oracle_reach_goals(setup):
-    task = setup[0]
+def test_mppi_and_oracle_reach_goals(two_room_cases):
+    task = two_room_cases[0]
     mppi_config = PlannerConfig(name="mppi", samples=100, iterations=5)
-    mppi = summarize_episodes(run(ModelController("true", TrueDynamicsModel(task), mppi_config, seed=0), setup))
-    oracle = summarize_episodes(run(OracleController(task, cem(100, 5, 10), frameskip=5, seed=0), setup))
+    mppi = summarize_episodes(
+        run(ModelController("true", TrueDynamicsModel(task), mppi_config, seed=0), two_room_cases)
+    )
+    oracle = summarize_episodes(run(OracleController(task, cem(100, 5, 10), frameskip=5, seed=0), two_room_cases))
     assert mppi.success_rate >= 0.6
     assert oracle.success_rate >= 0.75
 
 
-def test_planning_is_deterministic_for_a_fixed_seed(setup):
-    task = setup[0]
+def test_planning_is_deterministic_for_a_fixed_seed(two_room_cases):
+    task = two_room_cases[0]
     outcomes = []
     for _ in range(2):
         controller = ModelController("true", TrueDynamicsModel(task), cem(50, 3, 5), seed=3)
-        results = run(controller, setup, Condition(action_noise=0.2))
+        results = run(controller, two_room_cases, Condition(action_noise=0.2))
         outcomes.append([(r.success, round(r.final_distance, 6)) for r in results])
     assert outcomes[0] == outcomes[1]
 
 
-def test_the_planner_config_holds_the_receding_horizon_the_evaluator_executes(setup):
-    task = setup[0]
+def test_the_planner_config_holds_the_receding_horizon_the_evaluator_executes(two_room_cases):
+    task = two_room_cases[0]
     executed = []
 
     class Recorder(RandomController):
@@ -118,7 +111,7 @@ def test_the_planner_config_holds_the_receding_horizon_the_evaluator_executes(se
             executed.append(observation.steps_taken)
             return super().plan(observation)
 
-    run(Recorder(task, PlannerConfig(horizon=5, receding=2), frameskip=5, seed=0), setup)
+    run(Recorder(task, PlannerConfig(horizon=5, receding=2), frameskip=5, seed=0), two_room_cases)
     assert executed[:3] == [0, 10, 20]  # 2 blocks of 5 raw steps between replanning calls
     with pytest.raises(ValueError, match="receding"):
         PlannerConfig(horizon=3, receding=4)
@@ -126,8 +119,8 @@ def test_the_planner_config_holds_the_receding_horizon_the_evaluator_executes(se
         PlannerConfig(samples=10, elites=20)
 
 
-def test_chunked_cost_is_identical_to_unchunked(setup):
-    task = setup[0]
+def test_chunked_cost_is_identical_to_unchunked(two_room_cases):
+    task = two_room_cases[0]
     model = TrueDynamicsModel(task)
     z_hist, goal = torch.rand(3, 1, 1, 2) * 40 + 10, torch.rand(3, 1, 2) * 40 + 10
     past = torch.zeros(3, 0, 10)
@@ -137,8 +130,8 @@ def test_chunked_cost_is_identical_to_unchunked(setup):
     assert torch.equal(whole, chunked)
 
 
-def test_already_solved_starts_are_resampled_and_counted(setup):
-    task, data = setup[:2]
+def test_already_solved_starts_are_resampled_and_counted(two_room_cases):
+    task, data = two_room_cases[:2]
     tiny_offset = EvalProtocol(goal_offset=5, episodes=20).resolved(1, 5)
     cases, resampled = make_cases(task, data, tiny_offset)
     assert resampled > 0 and not any(case.start_solved for case in cases)
@@ -167,11 +160,11 @@ class PeekingModel(TrueDynamicsModel):
         return super().predict(z_hist, actions)
 
 
-def test_a_planner_that_reads_true_state_raises(setup):
-    task = setup[0]
+def test_a_planner_that_reads_true_state_raises(two_room_cases):
+    task = two_room_cases[0]
     controller = ModelController("peek", PeekingModel(task), cem(8, 1, 2), seed=0)
     with pytest.raises(StateLeakError, match="success"):
-        run(controller, setup)
+        run(controller, two_room_cases)
     env = task.make_env(seed=0)
     with planning_guard(), pytest.raises(StateLeakError, match="get_state"):
         env.get_state()
@@ -186,10 +179,10 @@ class SimulatorSteppingModel(TrueDynamicsModel):
         return super().predict(z_hist, actions)
 
 
-def test_a_model_stepping_the_task_simulator_during_planning_raises(setup):
-    task = setup[0]
+def test_a_model_stepping_the_task_simulator_during_planning_raises(two_room_cases):
+    task = two_room_cases[0]
     with pytest.raises(StateLeakError, match="TwoRoomGeometry.step"):
-        run(ModelController("sim", SimulatorSteppingModel(task), cem(8, 1, 2), seed=0), setup)
+        run(ModelController("sim", SimulatorSteppingModel(task), cem(8, 1, 2), seed=0), two_room_cases)
     stepped = task.geometry.step(np.full((1, 2), 10.0, np.float32), np.ones((1, 2), np.float32))
     assert stepped.shape == (1, 2)  # outside planning the env and the oracle step it freely
 
@@ -226,14 +219,14 @@ class JudgingController(RandomController):
     ("controller_class", "leak"),
     [(ReplayingController, "recorded_actions"), (GoalStateController, "goal"), (JudgingController, "success")],
 )
-def test_a_controller_reading_the_case_or_the_task_in_begin_raises(setup, controller_class, leak):
-    task = setup[0]
+def test_a_controller_reading_the_case_or_the_task_in_begin_raises(two_room_cases, controller_class, leak):
+    task = two_room_cases[0]
     with pytest.raises(StateLeakError, match=leak):
-        run(controller_class(task, PlannerConfig(), frameskip=5, seed=0), setup)
+        run(controller_class(task, PlannerConfig(), frameskip=5, seed=0), two_room_cases)
 
 
-def test_controllers_see_only_the_index_and_seed_of_each_case(setup):
-    task, _, _, cases = setup
+def test_controllers_see_only_the_index_and_seed_of_each_case(two_room_cases):
+    task, _, _, cases = two_room_cases
     seen = []
 
     class Recorder(RandomController):
@@ -241,22 +234,22 @@ def test_controllers_see_only_the_index_and_seed_of_each_case(setup):
             seen.extend(cases)
             super().begin(cases, goal_pixels)
 
-    run(Recorder(task, PlannerConfig(), frameskip=5, seed=0), setup)
+    run(Recorder(task, PlannerConfig(), frameskip=5, seed=0), two_room_cases)
     assert [(v.index, v.case_seed) for v in seen] == [(c.index, c.case_seed) for c in cases]
     assert all(type(v) is CaseView for v in seen)  # a fresh view, not the evaluator's Case
     with pytest.raises(StateLeakError, match="start"):
         _ = seen[0].start
 
 
-def test_only_reference_controllers_may_read_state_and_the_oracle_replays_recorded_actions(setup):
-    task = setup[0]
+def test_only_reference_controllers_may_read_state_and_the_oracle_replays_recorded_actions(two_room_cases):
+    task = two_room_cases[0]
 
     class StateReadingModel(RandomController):
         role, reads_state = "model", True
 
     with pytest.raises(StateLeakError, match="reads_state"):
-        run(StateReadingModel(task, PlannerConfig(), frameskip=5, seed=0), setup)
+        run(StateReadingModel(task, PlannerConfig(), frameskip=5, seed=0), two_room_cases)
     oracle = OracleController(task, cem(8, 1, 2), frameskip=5, seed=0)
     oracle.simulated = False  # the replay mode of tasks without a batched simulator
-    replayed = summarize_episodes(run(oracle, setup))
+    replayed = summarize_episodes(run(oracle, two_room_cases))
     assert replayed.success_rate == 1.0  # the recorded actions lead from each start to its goal
