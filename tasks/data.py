@@ -157,8 +157,10 @@ def collect(
     ``python -m tasks.collect --address``), else in ``workers`` local processes (default
     ``min(4, cpu_count)``; 1 collects in this process). A trial collects locally: inside a
     Tune trial every CPU may be held by trials, and nested tasks would wait for ever.
-    ``checksum`` verifies every shard's sha256 on open; False checks sizes only (pixel chunks
-    still carry Fletcher-32 checksums that HDF5 verifies on every read). Frames are read
+    ``checksum`` verifies every shard's sha256 once: a shard whose size, modification time and
+    inode are unchanged since it last matched (``verified.json``) is not hashed again, so the
+    trials of a sweep do not re-read a dataset the driver collected; False checks sizes only (pixel
+    chunks still carry Fletcher-32 checksums that HDF5 verifies on every read). Frames are read
     on demand (:class:`~tasks.store.Frames`); actions, states and success flags in memory.
     """
     if policy not in POLICIES:
@@ -180,8 +182,10 @@ def collect(
         manifest = _read_manifest(folder, key, bounds)
         entries: list[dict[str, Any] | None] = list(manifest["shards"]) if manifest else [None] * len(bounds)
         missing = []
+        stamps = store.read_stamps(folder)
+        verified = dict(stamps)
         for index, entry in enumerate(entries):
-            problem = "is not collected yet" if entry is None else store.check_shard(folder, entry, checksum)
+            problem = "is not collected yet" if entry is None else store.check_shard(folder, entry, checksum, stamps)
             if problem is not None:
                 if entry is not None:
                     logger.warning("dataset shard %s %s; rebuilding it", folder / entry["file"], problem)
@@ -202,6 +206,10 @@ def collect(
         if missing or manifest is None:
             record = {"format": DATA_FORMAT, "key": key, **info, "shards": entries}
             store.write_atomic(folder / MANIFEST, json.dumps(record, indent=1).encode())
+        for index in missing:  # written just now from bytes whose sha256 the entry holds
+            store.stamp_shard(folder, entries[index], stamps)
+        if stamps != verified:
+            store.write_stamps(folder, stamps)
 
     small = [store.read_small(folder, entry) for entry in entries]
     arrays = {name: np.concatenate([part[name] for part in small]) for name in store.SMALL_ARRAYS}

@@ -19,6 +19,7 @@ partial file and the same episodes give the same bytes on any worker or node.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections import OrderedDict
@@ -32,6 +33,7 @@ import numpy as np
 SMALL_ARRAYS = ("actions", "states", "policy_success")
 ARRAYS = ("pixels", *SMALL_ARRAYS)
 MAX_OPEN_SHARDS = 8  # open shard files per process (Frames._pixels)
+STAMPS = "verified.json"  # shard file -> [size, mtime_ns, inode, sha256] when its sha256 last matched
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
 
 
@@ -62,18 +64,55 @@ def write_shard(folder: Path, index: int, image: bytes, episodes: tuple[int, int
     return {"file": name, "episodes": list(episodes), "bytes": len(image), "sha256": hashlib.sha256(image).hexdigest()}
 
 
-def check_shard(folder: Path, entry: dict[str, Any], checksum: bool = True) -> str | None:
-    """Why the shard on disk does not match its manifest entry (missing, size, sha256), or None when it does."""
+def check_shard(
+    folder: Path, entry: dict[str, Any], checksum: bool = True, stamps: dict[str, list] | None = None
+) -> str | None:
+    """Why the shard on disk does not match its manifest entry (missing, size, sha256), or None when it does.
+
+    With ``stamps`` (from :func:`read_stamps`) a shard is hashed once: while its size, modification
+    time and inode are those it had when its sha256 last matched, it is not read again; a passing
+    check records its stamp there. A change that keeps all three is left to HDF5's per-chunk
+    Fletcher-32, which still raises when a damaged frame is read.
+    """
     path = folder / entry["file"]
     try:
-        size = path.stat().st_size
+        stat = path.stat()
     except FileNotFoundError:
         return "is missing"
-    if size != entry["bytes"]:
-        return f"holds {size} bytes, not {entry['bytes']} (truncated or overwritten)"
-    if checksum and _sha256(path) != entry["sha256"]:
+    if stat.st_size != entry["bytes"]:
+        return f"holds {stat.st_size} bytes, not {entry['bytes']} (truncated or overwritten)"
+    if not checksum:
+        return None
+    if stamps is not None and stamps.get(entry["file"]) == _stamp(path, entry):
+        return None
+    if _sha256(path) != entry["sha256"]:
         return "fails its sha256 checksum"
+    if stamps is not None:
+        stamps[entry["file"]] = _stamp(path, entry)
     return None
+
+
+def stamp_shard(folder: Path, entry: dict[str, Any], stamps: dict[str, list]) -> None:
+    """Record a shard just written from bytes whose sha256 is its entry's, without reading it back."""
+    stamps[entry["file"]] = _stamp(folder / entry["file"], entry)
+
+
+def _stamp(path: Path, entry: dict[str, Any]) -> list:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino, entry["sha256"]]
+
+
+def read_stamps(folder: Path) -> dict[str, list]:
+    """Each shard's stamp when its sha256 last matched (:func:`check_shard`); empty if none or unreadable."""
+    try:
+        stamps = json.loads((folder / STAMPS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def write_stamps(folder: Path, stamps: dict[str, list]) -> None:
+    write_atomic(folder / STAMPS, json.dumps(stamps, sort_keys=True).encode())
 
 
 def read_small(folder: Path, entry: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -213,3 +213,33 @@ def test_split_holds_out_the_last_tenth_as_views(small_two_room, tmp_path):
     assert isinstance(train.pixels, Frames) and list(train.pixels.ids) == list(range(18))  # a view: nothing read
     assert np.array_equal(val.pixels[1, 2], episodes.pixels[19, 2]) and np.array_equal(val.states, episodes.states[18:])
     assert train.key != val.key and val.info["split"] == "val"
+
+
+def test_shards_are_hashed_once_and_a_shard_changed_since_is_hashed_again(
+    small_two_room, tmp_path, small_shards, monkeypatch, caplog
+):
+    from tasks import store
+
+    original = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    hashed = []
+    real_sha256 = store._sha256
+
+    def counting_sha256(path):
+        hashed.append(Path(path).name)
+        return real_sha256(path)
+
+    monkeypatch.setattr(store, "_sha256", counting_sha256)
+    collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    assert hashed == []  # every shard was stamped when written: opening the cache reads no shard whole
+    # Same size, new bytes: the stamp no longer matches, so the shard is hashed, fails and is rebuilt.
+    shard = dataset_folder(tmp_path, original) / "shard_00001.h5"
+    content = bytearray(shard.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    shard.write_bytes(bytes(content))
+    with caplog.at_level(logging.WARNING, logger="tasks.data"):
+        repaired = collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    assert hashed == ["shard_00001.h5"] and any("sha256" in record.getMessage() for record in caplog.records)
+    assert_same_episodes(original, repaired)
+    hashed.clear()
+    collect(small_two_room, "expert", cache_dir=tmp_path, workers=1, **SMALL)
+    assert hashed == []
