@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tasks,dev]'
+	$(PY) -m pip install --quiet -e '.[tasks,dev,track,swm]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -26,6 +26,7 @@ MODELS: dict[str, str] = {
     "dino_wm": "models.dino_wm.model:build",
     "dreamer": "models.dreamer.model:build",
     "pldm": "models.pldm.model:build",
+    "swm_lewm": "models.lewm.swm:build",  # LeWM in the authors' layout; loads their checkpoints
 }
 
 
@@ -41,6 +42,14 @@ def model_sizes(name: str) -> tuple[str, ...]:
     """The size presets zoo entry ``name`` offers, e.g. ("tiny", "paper"), without building anything."""
     module, _ = _entry(name)
     return tuple(module.SIZES)
+
+
+def size_preset(name: str, size: str) -> Any:
+    """Zoo entry ``name``'s config dataclass at ``size``, as its ``SIZES`` holds it (before the task's fields)."""
+    module, _ = _entry(name)
+    if size not in module.SIZES:
+        raise ValueError(f"unknown size {size!r} for model {name!r}; sizes: {', '.join(module.SIZES)}")
+    return module.SIZES[size]
 
 
 def build_model(

@@ -14,10 +14,32 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class RolloutStart:
+    """What every imagined future of one plan starts from, made once per replanning call.
+
+    A planner scores S candidate plans per episode at each of its iterations, all from the same
+    history: :meth:`WorldModel.start_rollout` makes this once per plan (the history's latents,
+    the executed action blocks and, for a model that embeds actions, their embeddings) and
+    :meth:`WorldModel.rollout_from` reads it at every iteration, so nothing that is fixed within
+    the plan is computed again.
+    """
+
+    latents: Tensor  # (B, h, N, D): the history frames' latents, oldest first
+    past_actions: Tensor  # (B, h-1, A): the action blocks executed between those frames
+    past_embeddings: Tensor | None = None  # (B, h-1, W): those blocks through the model's action encoder
+
+    def rows(self, index: Tensor | slice) -> RolloutStart:
+        """The starts of batch rows ``index``, e.g. each candidate's episode (a LongTensor) or a chunk (a slice)."""
+        embeddings = None if self.past_embeddings is None else self.past_embeddings[index]
+        return RolloutStart(self.latents[index], self.past_actions[index], embeddings)
 
 
 class WorldModel(nn.Module, ABC):
@@ -55,6 +77,12 @@ class WorldModel(nn.Module, ABC):
         """N: latent tokens per frame (1 for LeWM, patches for DINO-WM)."""
 
     @property
+    def pretrained(self) -> bool:
+        """Whether the builder loaded every weight from elsewhere (a stable-worldmodel checkpoint, models/lewm/swm.py):
+        a trial then evaluates the model as built and never trains it. Default False."""
+        return False
+
+    @property
     def num_params(self) -> int:
         """Total parameters, frozen ones included."""
         return sum(p.numel() for p in self.parameters())
@@ -64,7 +92,8 @@ class WorldModel(nn.Module, ABC):
 
         z_hist (B, h, N, D); past_actions (B, h-1, A) between those frames (zeros if
         None); plan (B, H, A) -> predicted latents (B, H, N, D) of frames t+1..t+H.
-        Each step runs the predictor over a window of at most ``history`` frames.
+        Each step runs the predictor over a window of at most ``history`` frames. This is the
+        plain path: a model that caches within a plan (:meth:`rollout_from`) must imagine the same.
         """
         batch, h = z_hist.shape[:2]
         if past_actions is None:
@@ -80,6 +109,18 @@ class WorldModel(nn.Module, ABC):
             if step + 1 < plan.shape[1]:
                 actions = torch.cat([actions, plan[:, step + 1 : step + 2]], dim=1)
         return torch.cat(predicted, dim=1)
+
+    def start_rollout(self, z_hist: Tensor, past_actions: Tensor) -> RolloutStart:
+        """What every rollout of one plan shares, made once per plan: z_hist (B, h, N, D), past_actions (B, h-1, A).
+
+        The default holds the two as given; a model with more to compute once (LeWM: the past
+        actions' embeddings) overrides it together with :meth:`rollout_from`.
+        """
+        return RolloutStart(z_hist, past_actions)
+
+    def rollout_from(self, start: RolloutStart, plan: Tensor) -> Tensor:
+        """Imagine H steps ahead from ``start``: plan (B, H, A) -> (B, H, N, D), as :meth:`rollout` does."""
+        return self.rollout(start.latents, plan, start.past_actions)
 
     def prepare(self, dataset: torch.utils.data.Dataset) -> None:
         """One-off setup from the training data before the training loop (default: none).

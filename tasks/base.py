@@ -3,9 +3,10 @@
 A task is a small factory around a Gymnasium env. Observations are a dict with
 ``pixels`` (uint8, H×W×3) and ``state`` (float32 ground truth, read only by the
 evaluator, probes and data collection — never by a planner). Actions are a Box
-in [-1, 1]. A task declares the pip distributions it needs (``requires``) and its
-impossible events (``events_class``), so a new task is one file plus one line in
-``TASKS``; tasks are built with :func:`make_task`.
+in [-1, 1]. A task declares the pip distributions it needs (``requires``), its
+impossible events (``events_class``), its factors of variation (``factors``) and what
+kind of camera change its env renders (``camera_kind``), so a new task is one file plus
+one line in ``TASKS``; tasks are built with :func:`make_task`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ from __future__ import annotations
 import functools
 import importlib
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib import metadata
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 
 from tasks.events import ImpossibleEvents
+from tasks.factors import Factor
 
 # One line per task: name -> "module:Class". Imported on first use; a task module imports its
 # optional packages lazily, so its class (and its ``requires``) is there even when they are not.
@@ -164,18 +166,36 @@ class TaskEnv(gym.Env, metaclass=ABCMeta):
         return self._pixels.copy()
 
     def set_viewpoint(self, shift: float, rotate: float, zoom: float) -> bool:
-        """Move the env's own camera before the episode's first render; False when it has none.
+        """Move the env's own camera, from the next observation on; False when it has none.
 
-        An env with a real camera (MuJoCo tasks) renders the moved view itself and returns
-        True; ``Condition.place_camera`` then warps nothing. The default has no movable
-        camera: it returns False and the frames are warped in pixel space instead.
-        ``shift``: translate the camera so the scene's ground plane moves about ``shift``
-        pixels down and right in the frame (as the pixel warp does); ``rotate``: turn the
-        view counter-clockwise by that many degrees (for a tilted camera, the azimuth about
-        the scene's centre); ``zoom``: divide the camera's distance (or field of view) by
-        it. Zero, zero and one restore the task's default view.
+        An env with a real camera (the MuJoCo tasks: ``Task.camera_kind == "viewpoint"``)
+        renders the moved view itself and returns True; ``Condition.place_camera`` then
+        warps nothing. The default has no movable camera: it returns False and the frames
+        are warped in pixel space instead. What the three numbers mean for a real camera is
+        documented on :class:`tasks.conditions.Condition` (``camera_shift``, ``camera_rotate``,
+        ``camera_zoom``); zero, zero and one restore the task's default view exactly. The view
+        stays until it is set again (a reset does not move the camera back).
         """
         return False
+
+    def factor_values(self) -> dict[str, np.ndarray]:
+        """The value each factor of variation the env renders with has now (``Task.factors``' names)."""
+        return {}
+
+    def set_factors(self, values: Mapping[str, np.ndarray]) -> None:
+        """Render with these factor values (name -> value, as :meth:`tasks.factors.Factor.value` gives) from
+        the next observation on; the values stay until set again (a reset keeps them)."""
+        known = self.factor_values()
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no factor of variation {unknown[0]!r}; its factors: "
+                f"{', '.join(known) or 'none'}"
+            )
+        self._set_factors({name: np.asarray(value, dtype=np.float64) for name, value in values.items()})
+
+    def _set_factors(self, values: dict[str, np.ndarray]) -> None:
+        """Apply checked factor values (an env with factors overrides this and :meth:`factor_values`)."""
 
     def _observe(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """The observation of the world as it stands, with ``pixels`` its frame (kept for ``render``)."""
@@ -184,7 +204,7 @@ class TaskEnv(gym.Env, metaclass=ABCMeta):
 
 
 class Task(ABC):
-    """A named task: env factory, data policies, success tests, packages and impossible events.
+    """A named task: env factory, data policies, success tests, packages, impossible events and variation.
 
     A task offers one or more named success tests (``success_tests``): ``"published"`` is
     the test of the authors' evaluation behind the published numbers; others are named for
@@ -202,6 +222,11 @@ class Task(ABC):
     # The pip distributions the task needs, e.g. ("dm-control", "mujoco"); result rows record their versions.
     requires: ClassVar[tuple[str, ...]]
     events_class: ClassVar[type[ImpossibleEvents]] = ImpossibleEvents  # the task's impossible events
+    # Declared by every task (no default, so a new task must say): its factors of variation, by condition field
+    # (tasks.factors.FACTORS; {} for none), and whether its env moves a real camera ("viewpoint": MuJoCo
+    # scenes, with parallax) or a camera condition warps its frames ("pixel": top-down 2-D worlds).
+    factors: ClassVar[dict[str, Factor]]
+    camera_kind: ClassVar[Literal["viewpoint", "pixel"]]
     # The success tests offered, by name; the first is the default. "published": the authors' evaluation's.
     success_tests: ClassVar[tuple[str, ...]] = ("published",)
     # Published defaults the protocol presets read (REFERENCE.md, LeWM).

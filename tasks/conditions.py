@@ -1,11 +1,12 @@
 """Evaluation conditions: seeded perturbations of what is executed and what is seen.
 
 A condition changes the world between the controller and the env (action noise,
-sticky actions) or between the env and the controller (a moved camera, a
+sticky actions), in how the env renders its world (a moved camera, a factor of
+variation) or between the env and the controller (a pixel-space camera warp, a
 photometric shift); it never changes the cases, so a perturbed condition is always
 paired with the clean one. Geometric camera changes are a real viewpoint change
-where the env can move its camera (``TaskEnv.set_viewpoint``), and a pixel-space
-warp of the rendered frame otherwise (2-D top-down tasks).
+where the env can move its camera (``TaskEnv.set_viewpoint``: the MuJoCo tasks), and a
+pixel-space warp of the rendered frame otherwise (the 2-D top-down tasks).
 """
 
 from __future__ import annotations
@@ -19,37 +20,83 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from einops import rearrange
 
-from tasks.base import TaskEnv
+from tasks.base import Task, TaskEnv
+from tasks.factors import FACTORS, draw_factors
 
 
 @dataclass(frozen=True)
 class Condition:
     """A named, parameterised evaluation condition recorded in every result row.
 
-    Every field's default means "unperturbed"; :attr:`name` lists the fields that differ.
+    Every field's default means "unperturbed"; :attr:`name` lists the fields that differ,
+    and a condition that perturbs one field lies on that field's axis, at its value.
+
+    Camera fields mean one thing on a 2-D task (``Task.camera_kind == "pixel"``: the
+    rendered frame is warped) and its physical counterpart on a 3-D one (``"viewpoint"``:
+    the MuJoCo camera moves and the scene is rendered from there, with parallax), chosen so
+    that the scene's centre moves alike in both:
+
+    - ``camera_shift`` (pixels). 2-D: the frame translated ``shift`` px down and right,
+      edges replicated. 3-D: the camera translated parallel to its image plane (left and
+      up) by the distance that moves points at the depth of the scene's centre (where the
+      optical axis meets the floor) ``shift`` px down and right; nearer points move more,
+      farther ones less. At 64 px a pixel is ~1.3 cm of camera travel on Cube and ~1.0 cm
+      on Reacher (the travel scales with 1 / frame size: ``shift`` px of a 224-px frame is less).
+    - ``camera_rotate`` (degrees). 2-D: the frame turned counter-clockwise about its centre.
+      3-D: the camera's azimuth — it orbits the scene's centre about the vertical axis by
+      ``rotate`` degrees clockwise seen from above, so the floor turns counter-clockwise in
+      the frame (for Reacher's top-down camera this is a turn about the optical axis,
+      revealing what lies beyond the frame's corners, without parallax).
+    - ``camera_zoom`` (a factor). 2-D: the frame scaled about its centre. 3-D: the camera
+      dollied towards the scene's centre to 1/``zoom`` of its distance (a perspective
+      change, not a field-of-view crop).
+
+    Factors of variation (``agent_colour``, ``object_colour``, ``background_colour``,
+    ``agent_size``, ``lighting``) are a strength in [0, 1] of a change of the task's own
+    rendering: what each means in a task is its ``Task.factors`` declaration, and each case
+    draws its value from its own seed (tasks/factors.py), so the change is paired with clean.
+    A task that does not declare a factor refuses a condition that varies it (:meth:`check_task`).
     """
 
     action_noise: float = 0.0  # std of Gaussian noise added to each executed raw action
-    camera_shift: float = 0.0  # view translation in pixels (2-D tasks: a shifted crop of the frame)
+    camera_shift: float = 0.0  # pixels the scene's centre moves down and right (see above)
     # Sticky actions: with this probability the previous executed raw action repeats instead of
     # the new one (Machado et al., "Revisiting the ALE", JAIR 2018, recommend 0.25).
     sticky_prob: float = 0.0
-    camera_rotate: float = 0.0  # degrees the view turns counter-clockwise about the frame's centre
-    camera_zoom: float = 1.0  # scale about the frame's centre; above 1 zooms in
+    camera_rotate: float = 0.0  # degrees the view turns counter-clockwise (3-D: the camera's azimuth; see above)
+    camera_zoom: float = 1.0  # above 1 zooms in (2-D: scale about the centre; 3-D: the camera moves closer)
     brightness: float = 0.0  # relative change of intensity: frames × (1 + brightness)
     hue: float = 0.0  # hue rotation as a fraction of the colour circle, in [-0.5, 0.5]
+    # Factors of variation, each a strength in [0, 1] (tasks/factors.py; what they change: Task.factors).
+    agent_colour: float = 0.0
+    object_colour: float = 0.0
+    background_colour: float = 0.0
+    agent_size: float = 0.0
+    lighting: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.action_noise >= 0:
-            raise ValueError(f"action_noise must be a non-negative std, got {self.action_noise}")
+        # Messages name the bare field: a sweep's loader prefixes the condition's place (``conditions[1].``).
+        problems = []  # every bad field, one line each: the sweep loader reports them all at once
+        if not 0 <= self.action_noise < math.inf:
+            problems.append(f"action_noise must be a non-negative, finite std, got {self.action_noise}")
+        for name in ("camera_shift", "camera_rotate"):  # any finite shift or turn; check_trial bounds the shift
+            if not math.isfinite(getattr(self, name)):
+                problems.append(f"{name} must be a finite number, got {getattr(self, name)}")
         if not 0 <= self.sticky_prob < 1:
-            raise ValueError(f"sticky_prob must be a probability in [0, 1), got {self.sticky_prob}")
-        if not self.camera_zoom > 0:
-            raise ValueError(f"camera_zoom must be a positive scale, got {self.camera_zoom}")
-        if not self.brightness > -1:
-            raise ValueError(f"brightness must be above -1 (a factor 1 + brightness > 0), got {self.brightness}")
+            problems.append(f"sticky_prob must be a probability in [0, 1), got {self.sticky_prob}")
+        if not 0 < self.camera_zoom < math.inf:
+            problems.append(f"camera_zoom must be a positive, finite scale, got {self.camera_zoom}")
+        if not -1 < self.brightness < math.inf:
+            problems.append(
+                f"brightness must be above -1 (a factor 1 + brightness > 0) and finite, got {self.brightness}"
+            )
         if not -0.5 <= self.hue <= 0.5:
-            raise ValueError(f"hue must be a fraction of the colour circle in [-0.5, 0.5], got {self.hue}")
+            problems.append(f"hue must be a fraction of the colour circle in [-0.5, 0.5], got {self.hue}")
+        for factor in FACTORS:  # which factors a task has is checked against the task (check_task)
+            if not 0 <= getattr(self, factor) <= 1:
+                problems.append(f"{factor} must be a strength in [0, 1], got {getattr(self, factor)}")
+        if problems:
+            raise ValueError("\n".join(problems))
 
     @property
     def name(self) -> str:
@@ -82,6 +129,21 @@ class Condition:
     def moves_camera(self) -> bool:
         return bool(self.camera_shift or self.camera_rotate or self.camera_zoom != 1.0)
 
+    @property
+    def factors(self) -> dict[str, float]:
+        """The factors of variation this condition varies, by name, with their strengths."""
+        return {name: getattr(self, name) for name in FACTORS if getattr(self, name)}
+
+    def check_task(self, task: Task | type[Task]) -> None:
+        """Raise ValueError, naming the factor and the task's own, if this condition varies a factor ``task``
+        does not declare (``Task.factors``); a trial calls it before it collects or trains anything."""
+        unknown = [name for name in self.factors if name not in task.factors]
+        if unknown:
+            raise ValueError(
+                f"condition {self.name!r} varies {unknown[0]}, which task {task.name!r} does not declare; "
+                f"its factors: {', '.join(task.factors) or 'none'}"
+            )
+
     # --- what is executed ------------------------------------------------------------------
 
     def execute(self, action: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -108,6 +170,18 @@ class Condition:
 
     # --- what is seen ------------------------------------------------------------------------
 
+    def stage(self, task: Task, env: TaskEnv, case_seed: int) -> Condition:
+        """Set up ``env`` for one case under this condition; returns the condition still to apply to its frames.
+
+        The factors of variation are drawn for the case (from ``case_seed``: paired across
+        strengths, conditions and models) and rendered by the env; the camera is moved by
+        :meth:`place_camera`. Call it after the env's reset and before its first observation.
+        """
+        self.check_task(task)
+        if self.factors:
+            env.set_factors(draw_factors(task.factors, self.factors, case_seed))
+        return self.place_camera(env)
+
     def place_camera(self, env: TaskEnv) -> Condition:
         """Move ``env``'s own camera where it has one; returns the condition still to apply to its frames.
 
@@ -120,7 +194,10 @@ class Condition:
         return dataclasses.replace(self, camera_shift=0.0, camera_rotate=0.0, camera_zoom=1.0)
 
     def observe(self, pixels: np.ndarray) -> np.ndarray:
-        """Frames (..., H, W, 3) uint8 as the moved camera sees them: warped, translated, then recoloured."""
+        """Frames (..., H, W, 3) uint8 as the moved camera sees them: warped, translated, then recoloured.
+
+        Factors of variation are rendered by the env (:meth:`stage`), never applied here.
+        """
         if self.camera_rotate or self.camera_zoom != 1.0:
             pixels = rotate_zoom(pixels, self.camera_rotate, self.camera_zoom)
         if int(round(self.camera_shift)):

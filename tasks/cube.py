@@ -13,6 +13,10 @@ One success test, ``"published"``: OGBench's, the cube within 4 cm of the goal's
 position (``CubeEnv._compute_successes``), which is also the test of the published
 evaluation (stable-worldmodel's OGBCube places the goal's cube position as the target).
 
+A camera condition moves the ``front_pixels`` camera about the table (tasks/mujoco_view.py),
+so the arm, the cube and the table show parallax. The factors of variation recolour the
+cube, the gripper and the floor, and scale the lights (``Cube.factors``).
+
 Rendering is the cost here (software Mesa: physics ~2 ms a step, a frame ~150–300 ms
 of CPU). The package asks for a 4096² shadow map; a 1024² map (``shadow_size``) draws
 the same 64×64 frames — mean absolute difference 0.012 of 255, 0.06% of pixels off by
@@ -31,6 +35,9 @@ import gymnasium as gym
 import numpy as np
 
 from tasks.base import Task, TaskEnv
+from tasks.events import ImpossibleEvents
+from tasks.factors import Factor
+from tasks.mujoco_view import MovableCamera, SceneLights
 
 if TYPE_CHECKING:  # the packages are imported where they are used, so the class imports without them
     from ogbench.manipspace.envs.cube_env import CubeEnv as PackageCubeEnv
@@ -47,6 +54,10 @@ ARM_SAMPLING_BOUNDS = np.array([[0.25, -0.35, 0.20], [0.6, 0.35, 0.35]])  # ogbe
 TARGET_SAMPLING_BOUNDS = np.array([[0.3, -0.3], [0.55, 0.3]])  # ogbench ManipSpaceEnv
 NOISE_SCALE = np.array([1.0, 1.0, 1.0, 3.0, 10.0])  # per action dim, OGBench's generate_manipspace.py
 CUBE_HEIGHT = 0.02  # resting cube centre, as ogbench places cubes and targets
+CAMERA = "front_pixels"  # the camera visual-cube renders its pixels from
+CUBE_RGB = (0.96, 0.26, 0.33)  # ogbench's "red", the single cube's colour (ManipSpaceEnv._colors)
+GRIPPER_RGB = (0.61, 0.28, 0.82)  # ogbench's "purple": the gripper's colour in its pixel scenes
+GRIPPER_MATERIALS = ("ur5e/robotiq/black", "ur5e/robotiq/pad_gray")  # recoloured purple by ogbench for pixels
 NQ, NV, NU = 21, 20, 7  # MuJoCo sizes of the single-cube scene (arm 6 + gripper 8 + cube 7; 7 actuators)
 
 # Layout of the state vector: name -> slice.
@@ -137,7 +148,10 @@ class CubeEnv(TaskEnv):
 
     def __init__(self, image_size: int, shadow_size: int | None) -> None:
         super().__init__(image_size, 5, gym.spaces.Box(-np.inf, np.inf, shape=(STATE_DIM,), dtype=np.float32))
+        self.image_size = image_size
         self.env = package_env(image_size, shadow_size)
+        self._camera: MovableCamera | None = None  # both built with the package's model, at its first reset
+        self._lights: SceneLights | None = None
 
     def _start(self, seed: int | None) -> dict[str, np.ndarray]:
         """The package's random arm pose and cube pose."""
@@ -167,6 +181,53 @@ class CubeEnv(TaskEnv):
 
     def get_state(self) -> np.ndarray:
         return read_state(self.env)
+
+    @property
+    def camera(self) -> MovableCamera:
+        """The package's rendering camera, movable (built with the package's model, at its first reset)."""
+        if self._camera is None:
+            if self._pixels is None:
+                self.reset()
+            self._camera = MovableCamera(self.env.model, self.env.data, CAMERA, self.image_size)
+        return self._camera
+
+    @property
+    def lights(self) -> SceneLights:
+        """The package's lights, scalable (built with the package's model, at its first reset)."""
+        if self._lights is None:
+            if self._pixels is None:
+                self.reset()
+            self._lights = SceneLights(self.env.model)
+        return self._lights
+
+    def set_viewpoint(self, shift: float, rotate: float, zoom: float) -> bool:
+        self.camera.move(shift, rotate, zoom)
+        return True
+
+    def factor_values(self) -> dict[str, np.ndarray]:
+        lights = self.lights  # the package's model is compiled from here on
+        model = self.env.model
+        return {
+            # the package paints the cube from _cube_colors at every reset and step, so that is where its colour lives
+            "object_colour": self.env._cube_colors[0, :3].astype(np.float64),
+            "agent_colour": model.mat_rgba[model.material(GRIPPER_MATERIALS[0]).id, :3].astype(np.float64),
+            "background_colour": model.mat_rgba[model.material("grid").id, :3].astype(np.float64),
+            "lighting": np.array([lights.intensity]),
+        }
+
+    def _set_factors(self, values: dict[str, np.ndarray]) -> None:
+        model = self.env.model
+        for factor, value in values.items():
+            if factor == "object_colour":
+                self.env._cube_colors[0, :3] = value
+                model.geom_rgba[self.env._cube_geom_ids_list[0], :3] = value  # now, not only from the next step
+            elif factor == "agent_colour":
+                for material in GRIPPER_MATERIALS:
+                    model.mat_rgba[model.material(material).id, :3] = value
+            elif factor == "background_colour":
+                model.mat_rgba[model.material("grid").id, :3] = value
+            else:
+                self.lights.scale(float(value[0]))
 
     def close(self) -> None:
         """Free the EGL renderer now (left to the garbage collector, EGL errors at exit)."""
@@ -253,6 +314,14 @@ class CubeExpert:
         }
 
 
+class CubeEvents(ImpossibleEvents):
+    """Cube's impossible events: the world teleports, or the cube turns from red to blue (LeWM's colour change)."""
+
+    events = ("teleport", "colour_swap")
+    swap_factor = "object_colour"
+    swap_rgb = (0.35, 0.55, 0.91)  # ogbench's "blue", the second cube's colour in its multi-cube scenes
+
+
 class Cube(Task):
     """OGBench-Cube (single): move the cube to the goal's position (success: within 4 cm)."""
 
@@ -265,6 +334,14 @@ class Cube(Task):
         "effector": tuple(range(STATE_FIELDS["effector_pos"].start, STATE_FIELDS["effector_pos"].stop)),
     }
     requires = ("ogbench", "mujoco")  # ogbench brings dm-control, whose mjcf builds the scene
+    events_class = CubeEvents
+    camera_kind = "viewpoint"  # the front_pixels camera moves (tasks/mujoco_view.py)
+    factors = {  # nominal values: ogbench's pixel scene (ManipSpaceEnv, floor_wall.xml)
+        "object_colour": Factor.colour("the cube", CUBE_RGB),
+        "agent_colour": Factor.colour("the gripper (translucent, as the arm)", GRIPPER_RGB),
+        "background_colour": Factor.colour("the floor's tint, multiplying its checker texture", (1.0, 1.0, 1.0)),
+        "lighting": Factor.scale("the diffuse and ambient intensity of the lights and the headlight", 0.3, 1.7),
+    }
     default_history = 3  # LeWM
     default_frameskip = 5  # LeWM
     episode_steps = 200  # LeWM's Cube data: 10,000 episodes × 200 steps

@@ -211,8 +211,15 @@ def collect(
         if stamps != verified:
             store.write_stamps(folder, stamps)
 
+    return open_episodes(folder, entries, key, info)
+
+
+def open_episodes(folder: Path, entries: list[dict[str, Any]], key: str, info: dict[str, Any]) -> Episodes:
+    """The episodes of a dataset folder whose shards (manifest ``entries``) are checked: frames on demand
+    (:class:`~tasks.store.Frames`), actions, states and success flags read into memory."""
     small = [store.read_small(folder, entry) for entry in entries]
     arrays = {name: np.concatenate([part[name] for part in small]) for name in store.SMALL_ARRAYS}
+    episodes = len(arrays["actions"])
     shape = (episodes, *small[0]["pixels_shape"][1:].tolist())  # (E, L+1, H, W, 3)
     success = arrays["policy_success"]
     info["policy_success_rate"] = None if np.all(np.isnan(success)) else float(np.nanmean(success.astype(np.float64)))

@@ -4,6 +4,10 @@ The agent teleports, vanishes, changes colour or passes through a wall, and the
 sequence is re-rendered from there (harness/eval/surprise.py scores a model's surprise
 on it). Every task has the teleport of :class:`ImpossibleEvents`; a task with more
 events names its own subclass in ``Task.events_class`` (Two-Room: tasks/two_room.py).
+A colour change is declared by naming the factor of variation that changes colour
+(``swap_factor``, one of ``Task.factors``) and the colour it turns (``swap_rgb``): the
+recorded states are rendered again from the event frame on with that colour (Cube's
+cube, as LeWM's paper tests; Push-T's block; Reacher's arm).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ class ImpossibleEvents:
 
     events: tuple[str, ...] = ("teleport",)
     teleport_candidates = 16  # far-away states considered per teleport; the farthest is taken
+    # A "colour_swap" event (where ``events`` has it): this factor of variation turns ``swap_rgb`` at the event.
+    swap_factor: str | None = None
+    swap_rgb: tuple[float, float, float] = (0.35, 0.55, 0.91)  # a mid blue (ogbench's "blue")
 
     def __init__(self, task: Task, pool: np.ndarray) -> None:
         self.task = task
@@ -69,7 +76,12 @@ class ImpossibleEvents:
     def edit_pixels(
         self, event: str, frames: np.ndarray, states: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray | None:
-        """Edited frames for a pixel event; None for a state event."""
+        """Edited frames for a pixel event; None for a state event.
+
+        A colour swap renders the recorded states again with ``swap_factor`` turned ``swap_rgb``.
+        """
+        if event == "colour_swap" and self.swap_factor is not None:
+            return self.render_with(states, {self.swap_factor: np.asarray(self.swap_rgb)})
         return None
 
     def evolve(self, start: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -88,8 +100,13 @@ class ImpossibleEvents:
 
     def render(self, states: np.ndarray) -> np.ndarray:
         """Frames (T, H, W, 3) of states (T, S), each placed by ``set_state``."""
+        return self.render_with(states, {})
+
+    def render_with(self, states: np.ndarray, factors: dict[str, np.ndarray]) -> np.ndarray:
+        """Frames (T, H, W, 3) of states (T, S), with these factors of variation set (name -> value)."""
         env = self.task.make_env(seed=0)
         try:
+            env.set_factors(factors)
             return np.stack([env.set_state(state)["pixels"] for state in states])
         finally:
             env.close()

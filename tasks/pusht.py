@@ -16,7 +16,9 @@ default), the test behind the published LeWM / PLDM / DINO-WM numbers —
 the block covers more than 95% of the T placed at the goal's pose, about 10× stricter
 (coverage falls below 0.95 at a 2 px shift or a 2° turn). The package's own goal pose
 is fixed, so image goals come from placing the world at a goal state (``set_state``)
-and rendering it.
+and rendering it. The board is seen from straight above with no depth, so a camera
+condition warps the frames (``camera_kind = "pixel"``); the factors of variation are the
+colours of the pusher, the block and the board (``PushT.factors``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import gymnasium as gym
 import numpy as np
 
 from tasks.base import Task, TaskEnv
+from tasks.events import ImpossibleEvents
+from tasks.factors import Factor
 
 if TYPE_CHECKING:  # the packages are imported where they are used, so the class imports without them
     import pymunk
@@ -49,6 +53,12 @@ ARENA_LOW, ARENA_HIGH = 5.0 + 2.0, 506.0 - 2.0  # inner faces of the package's w
 GOAL_AGENT_POSITION = np.array([256.0, 400.0])  # the package's start position of the pusher, clear of the goal T
 STAND_OFF = 6.0  # px between the pusher's edge and the block before a push
 PLACED_COVERAGE = 0.9  # the expert's block stays "placed" (it heads home) until coverage falls below this
+# The package's colours (pygame colour names in PushTEnv.add_circle, add_tee and _draw), as RGB in [0, 1].
+AGENT_RGB = (65 / 255, 105 / 255, 225 / 255)  # RoyalBlue: the pusher
+BLOCK_RGB = (119 / 255, 136 / 255, 153 / 255)  # LightSlateGray: the T
+BOARD_RGB = (1.0, 1.0, 1.0)  # white: the board
+# Factor of variation -> the attribute of the coloured env (_coloured_env_class) that holds its colour.
+FACTOR_ATTRIBUTES = {"agent_colour": "agent_rgb", "object_colour": "block_rgb", "background_colour": "board_rgb"}
 
 
 def action_to_target(action: np.ndarray) -> np.ndarray:
@@ -86,6 +96,54 @@ def _package_env_class() -> type[PackagePushTEnv]:
     from gym_pusht.envs.pusht import PushTEnv as PackagePushTEnv
 
     return PackagePushTEnv
+
+
+def _pygame_colour(rgb: np.ndarray) -> tuple[int, int, int]:
+    """An RGB colour in [0, 1] as pygame's 0–255 integers."""
+    return tuple(int(round(float(c) * 255)) for c in np.clip(rgb, 0.0, 1.0))
+
+
+@functools.cache
+def _coloured_env_class() -> type[PackagePushTEnv]:
+    """The package's PushTEnv whose pusher, block and board colours are settable (the package's by default).
+
+    The package builds its bodies anew at every reset (``_setup``), so the colours are
+    painted on after each; its ``_draw`` fills the board white, so it is repeated here
+    with the board's colour. At the default colours the frames are the package's own.
+    """
+    import pygame
+    import pymunk.pygame_util
+    from gym_pusht.envs.pymunk_override import DrawOptions
+
+    class ColouredPushTEnv(_package_env_class()):
+        agent_rgb, block_rgb, board_rgb = AGENT_RGB, BLOCK_RGB, BOARD_RGB
+
+        def _setup(self) -> None:
+            super()._setup()
+            self.paint()
+
+        def paint(self) -> None:
+            """Give the current pusher and block their colours."""
+            for shape in self.agent.shapes:
+                shape.color = pygame.Color(*_pygame_colour(self.agent_rgb))
+            for shape in self.block.shapes:
+                shape.color = pygame.Color(*_pygame_colour(self.block_rgb))
+
+        def _draw(self) -> pygame.Surface:
+            # The package's _draw, with the board filled in board_rgb instead of white.
+            screen = pygame.Surface((512, 512))
+            screen.fill(_pygame_colour(self.board_rgb))
+            draw_options = DrawOptions(screen)
+            goal_body = self.get_goal_pose_body(self.goal_pose)
+            for shape in self.block.shapes:
+                goal_points = [goal_body.local_to_world(v) for v in shape.get_vertices()]
+                goal_points = [pymunk.pygame_util.to_pygame(point, draw_options.surface) for point in goal_points]
+                goal_points += [goal_points[0]]
+                pygame.draw.polygon(screen, pygame.Color("LightGreen"), goal_points)
+            self.space.debug_draw(draw_options)
+            return screen
+
+    return ColouredPushTEnv
 
 
 @functools.cache
@@ -145,7 +203,7 @@ class PushTEnv(TaskEnv):
         high = np.array([BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, BOARD_SIZE, 2 * np.pi], dtype=np.float32)
         super().__init__(image_size, 2, gym.spaces.Box(np.zeros(5, dtype=np.float32), high, dtype=np.float32))
         self.action_mode = action_mode
-        self.env = _package_env_class()(
+        self.env = _coloured_env_class()(
             obs_type="pixels_agent_pos", observation_width=image_size, observation_height=image_size
         )
 
@@ -183,6 +241,18 @@ class PushTEnv(TaskEnv):
     def get_state(self) -> np.ndarray:
         agent, block = self.env.agent, self.env.block
         return np.array([*agent.position, *block.position, block.angle % (2 * np.pi)], dtype=np.float32)
+
+    def factor_values(self) -> dict[str, np.ndarray]:
+        env = self.env
+        return {
+            name: np.array(getattr(env, attribute), dtype=np.float64) for name, attribute in FACTOR_ATTRIBUTES.items()
+        }
+
+    def _set_factors(self, values: dict[str, np.ndarray]) -> None:
+        for name, value in values.items():
+            setattr(self.env, FACTOR_ATTRIBUTES[name], tuple(float(c) for c in value))
+        if getattr(self.env, "agent", None) is not None:  # the bodies of the current episode take them now
+            self.env.paint()
 
     def close(self) -> None:
         self.env.close()
@@ -359,6 +429,14 @@ def _outline_contacts(spacing: float) -> tuple[np.ndarray, np.ndarray]:
     return points[free], normals[free]
 
 
+class PushTEvents(ImpossibleEvents):
+    """Push-T's impossible events: the world teleports, or the T block turns from grey to red."""
+
+    events = ("teleport", "colour_swap")
+    swap_factor = "object_colour"
+    swap_rgb = (0.86, 0.08, 0.24)  # crimson
+
+
 class PushT(Task):
     """Push-T: push the T block onto a goal pose, by relative pusher targets, judged as published."""
 
@@ -369,6 +447,13 @@ class PushT(Task):
     quantities = {"agent": (0, 1), "block": (2, 3), "block_angle": (4,)}  # LeWM's Push-T probes (REFERENCE.md)
     requires = ("gym-pusht",)
     success_tests = ("published", "coverage")
+    events_class = PushTEvents
+    camera_kind = "pixel"  # a top-down 2-D board: camera conditions warp the frames
+    factors = {
+        "agent_colour": Factor.colour("the pusher disc", AGENT_RGB),
+        "object_colour": Factor.colour("the T block", BLOCK_RGB),
+        "background_colour": Factor.colour("the board", BOARD_RGB),
+    }
     default_history = 3  # LeWM
     default_frameskip = 5  # LeWM
     episode_steps = 200  # LeWM's Push-T episodes run ~196 steps

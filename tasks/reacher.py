@@ -6,6 +6,12 @@ suite defines them. Frames come from the suite's fixed top-down camera, rendered
 MuJoCo through EGL at ``image_size`` (64 by default). The state is (shoulder, wrist,
 their velocities, target x, target y).
 
+A camera condition moves that camera (tasks/mujoco_view.py): the scene is nearly flat (the
+arm 1–2 cm and the target's top 6 cm above the floor, 75 cm below the camera, the sky
+beyond the arena's edge), so a shift or a zoom shows little parallax inside the arena and
+new sky and wall at the frame's edges. The factors of variation recolour the arm, the
+target and the floor, and scale the lights (``Reacher.factors``).
+
 Two success tests: ``"published"`` (the default), the test behind the published
 numbers — every joint within 0.05 rad of the goal's (stable-worldmodel's reacher task
 ``qpos_match``), which holds the fingertip within ~1.8 cm and on the goal's elbow
@@ -23,6 +29,9 @@ import gymnasium as gym
 import numpy as np
 
 from tasks.base import Task, TaskEnv
+from tasks.events import ImpossibleEvents
+from tasks.factors import Factor
+from tasks.mujoco_view import MovableCamera, SceneLights
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco is imported (by dm_control, on first use): headless
 # Software Mesa (llvmpipe) renders on one thread: at 64×64 its thread hand-offs cost more than they
@@ -33,6 +42,8 @@ LINK_LENGTHS = (0.12, 0.12)  # m: shoulder to wrist, wrist to fingertip (reacher
 SUCCESS_RADIUS = 0.05 + 0.01  # m: reacher-easy's target radius (_BIG_TARGET) + the finger's radius
 JOINT_TOLERANCE = 0.05  # rad, on every joint's |Δqpos|: stable-worldmodel ReacherQPosMatchTask.qpos_threshold
 CAMERA = "fixed"  # the suite's top-down camera (camera 0)
+# The materials the colour factors recolour (reacher.xml, common/materials.xml): factor name -> material.
+FACTOR_MATERIALS = {"agent_colour": "self", "object_colour": "target", "background_colour": "grid"}
 
 
 def fingertip(states: np.ndarray) -> np.ndarray:
@@ -80,6 +91,10 @@ class ReacherEnv(TaskEnv):
         self.env = suite.load("reacher", "easy", task_kwargs={"time_limit": float("inf")})
         self.physics = self.env.physics
         self._started = False
+        model, data = self.physics.model.ptr, self.physics.data.ptr
+        self.camera = MovableCamera(model, data, CAMERA, image_size)
+        self.lights = SceneLights(model)
+        self.materials = {factor: model.material(name).id for factor, name in FACTOR_MATERIALS.items()}
 
     def _start(self, seed: int | None) -> dict[str, np.ndarray]:
         """The suite's random start (joints uniform in range, target 5–20 cm out)."""
@@ -116,6 +131,22 @@ class ReacherEnv(TaskEnv):
                 named.model.geom_pos["target", ["x", "y"]],
             ]
         ).astype(np.float32)
+
+    def set_viewpoint(self, shift: float, rotate: float, zoom: float) -> bool:
+        self.camera.move(shift, rotate, zoom)
+        return True
+
+    def factor_values(self) -> dict[str, np.ndarray]:
+        rgba = self.physics.model.ptr.mat_rgba
+        colours = {factor: rgba[material, :3].astype(np.float64) for factor, material in self.materials.items()}
+        return colours | {"lighting": np.array([self.lights.intensity])}
+
+    def _set_factors(self, values: dict[str, np.ndarray]) -> None:
+        for factor, value in values.items():
+            if factor == "lighting":
+                self.lights.scale(float(value[0]))
+            else:
+                self.physics.model.ptr.mat_rgba[self.materials[factor], :3] = value
 
     def close(self) -> None:
         """Free the EGL context now (left to the garbage collector, EGL errors at exit)."""
@@ -161,6 +192,14 @@ class ReacherExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
+class ReacherEvents(ImpossibleEvents):
+    """Reacher's impossible events: the world teleports, or the arm turns from ochre to blue."""
+
+    events = ("teleport", "colour_swap")
+    swap_factor = "agent_colour"
+    swap_rgb = (0.2, 0.4, 0.9)
+
+
 class Reacher(Task):
     """dm_control reacher-easy: bring the arm to the goal's pose (published: every joint within 0.05 rad)."""
 
@@ -172,6 +211,14 @@ class Reacher(Task):
     quantities = {"joint_angles": (0, 1), "target": (4, 5)}
     requires = ("dm-control", "mujoco")
     success_tests = ("published", "fingertip")
+    events_class = ReacherEvents
+    camera_kind = "viewpoint"  # the suite's top-down camera moves (tasks/mujoco_view.py)
+    factors = {  # nominal values: reacher.xml and common/materials.xml
+        "agent_colour": Factor.colour("the arm's two links (material 'self')", (0.7, 0.5, 0.3)),
+        "object_colour": Factor.colour("the target sphere (material 'target')", (0.6, 0.3, 0.3)),
+        "background_colour": Factor.colour("the floor's tint, multiplying its checker texture", (1.0, 1.0, 1.0)),
+        "lighting": Factor.scale("the diffuse and ambient intensity of the light and the headlight", 0.3, 1.7),
+    }
     default_history = 3  # LeWM uses history 3 outside Two-Room
     default_frameskip = 5  # LeWM
     episode_steps = 200  # LeWM's Reacher data: 10,000 episodes × 200 steps

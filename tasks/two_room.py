@@ -12,6 +12,9 @@ One batched NumPy implementation of the dynamics (:meth:`TwoRoomGeometry.step`) 
 the env, :meth:`TwoRoom.simulate` (the oracle planner) and data collection, and one
 batched renderer draws every frame, so frames come at thousands per second. Beside
 the generic teleport, Two-Room has its own impossible events (:class:`TwoRoomEvents`).
+The world is seen from straight above with no depth, so a camera condition warps the
+frames (``camera_kind = "pixel"``); its factors of variation are the agent's colour and
+drawn size and the floor's colour (``TwoRoom.factors``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 from tasks.base import Task, TaskEnv, refuse_during_planning
 from tasks.events import EVENTS, ImpossibleEvents
+from tasks.factors import Factor
 
 FLOOR_RGB = np.array([236, 236, 228], dtype=np.float32)
 WALL_RGB = np.array([70, 70, 80], dtype=np.float32)
@@ -158,13 +162,25 @@ class TwoRoomRenderer:
 
     The background is drawn once; each frame copies it and blends the disc into the
     small square of pixels it can touch, so the cost per frame barely grows with S.
+    The colours (0–255) and the disc's drawn size (``agent_scale`` × its radius) are the
+    factors of variation's; the physics keep the geometry's radius whatever is drawn.
     """
 
-    def __init__(self, geometry: TwoRoomGeometry, image_size: int) -> None:
+    def __init__(
+        self,
+        geometry: TwoRoomGeometry,
+        image_size: int,
+        floor_rgb: np.ndarray = FLOOR_RGB,
+        agent_rgb: np.ndarray = AGENT_RGB,
+        agent_scale: float = 1.0,
+    ) -> None:
         self.geometry = geometry
         self.image_size = image_size
+        self.floor_rgb = np.asarray(floor_rgb, dtype=np.float32)
+        self.agent_rgb = np.asarray(agent_rgb, dtype=np.float32)
+        self.agent_scale = agent_scale
         self.units_per_pixel = geometry.world_size / image_size
-        self.radius_pixels = geometry.agent_radius / self.units_per_pixel
+        self.radius_pixels = agent_scale * geometry.agent_radius / self.units_per_pixel
         self.patch = int(np.ceil(2 * self.radius_pixels)) + 3  # pixels per side the disc can touch
         self.background_uint8 = (self.background + 0.5).astype(np.uint8)
 
@@ -178,7 +194,7 @@ class TwoRoomRenderer:
         door = np.abs(y - g.door_center) < g.door_width / 2
         wall = (slab & ~door).astype(np.float32)
         coverage = wall.reshape(size, supersample, size, supersample).mean(axis=(1, 3))[..., None]
-        return FLOOR_RGB * (1 - coverage) + WALL_RGB * coverage
+        return self.floor_rgb * (1 - coverage) + WALL_RGB * coverage
 
     def __call__(self, states: np.ndarray) -> np.ndarray:
         states = np.asarray(states, dtype=np.float32).reshape(-1, 2)
@@ -193,7 +209,7 @@ class TwoRoomRenderer:
         # Coverage of each pixel by the disc, linear over one pixel across its edge.
         alpha = _clip(self.radius_pixels - np.sqrt(dx * dx + dy * dy) + 0.5, 0.0, 1.0)[..., None]  # (N, P, P, 1)
         under = self.background[rows[:, :, None], cols[:, None, :]]  # (N, P, P, 3)
-        patch = (under * (1 - alpha) + AGENT_RGB * alpha + 0.5).astype(np.uint8)
+        patch = (under * (1 - alpha) + self.agent_rgb * alpha + 0.5).astype(np.uint8)
         frames = np.repeat(self.background_uint8[None], count, axis=0)  # (N, S, S, 3)
         frames[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]] = patch
         return frames
@@ -205,6 +221,7 @@ class TwoRoomEnv(TaskEnv):
     def __init__(self, geometry: TwoRoomGeometry, image_size: int) -> None:
         super().__init__(image_size, 2, gym.spaces.Box(0.0, geometry.world_size, shape=(2,), dtype=np.float32))
         self.geometry = geometry
+        self.image_size = image_size
         self.renderer = TwoRoomRenderer(geometry, image_size)
         self._state = np.full(2, geometry.world_size / 4, dtype=np.float32)
 
@@ -232,6 +249,25 @@ class TwoRoomEnv(TaskEnv):
 
     def get_state(self) -> np.ndarray:
         return self._state.copy()
+
+    def factor_values(self) -> dict[str, np.ndarray]:
+        r = self.renderer
+        return {
+            "agent_colour": r.agent_rgb.astype(np.float64) / 255,
+            "background_colour": r.floor_rgb.astype(np.float64) / 255,
+            "agent_size": np.array([r.agent_scale]),
+        }
+
+    def _set_factors(self, values: dict[str, np.ndarray]) -> None:
+        r = self.renderer
+        rgb = {name: np.round(value * 255, 3) for name, value in values.items()}  # 0–255, nominal exactly
+        self.renderer = TwoRoomRenderer(
+            self.geometry,
+            self.image_size,
+            floor_rgb=rgb.get("background_colour", r.floor_rgb),
+            agent_rgb=rgb.get("agent_colour", r.agent_rgb),
+            agent_scale=float(values["agent_size"][0]) if "agent_size" in values else r.agent_scale,
+        )
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         return self._observe(self.renderer(self._state)[0])
@@ -356,6 +392,13 @@ class TwoRoom(Task):
     quantities = {"agent": (0, 1)}  # LeWM's Two-Room probe: the agent's position
     requires = ()  # NumPy only
     events_class = TwoRoomEvents
+    camera_kind = "pixel"  # a top-down 2-D world: camera conditions warp the frames
+    factors = {
+        "agent_colour": Factor.colour("the agent disc", AGENT_RGB / 255),
+        "background_colour": Factor.colour("the floor", FLOOR_RGB / 255),
+        # Drawn only: the disc keeps its collision radius, so a larger one may overlap the wall it touches.
+        "agent_size": Factor.scale("the agent disc's drawn radius", 0.5, 1.5),
+    }
     default_history = 1  # LeWM: history 1 on Two-Room
     default_frameskip = 5  # LeWM
     episode_steps = 100  # LeWM's Two-Room episodes run ~92 steps

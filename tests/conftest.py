@@ -1,6 +1,12 @@
 """Shared test setup: CPU-only, few threads, a private cache per test session."""
 
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
@@ -8,7 +14,13 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SWEEP = REPO / "tests" / "data" / "tiny_sweep.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +70,65 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("wmbench-cache")
     os.environ["WMBENCH_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def harness_cli(cache_dir):
+    """``python -m harness ARGS...`` run as a user runs it, from the repository, with the session's cache:
+    returns the completed process (stdout, stderr, returncode)."""
+
+    def run(*args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+        env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
+        return subprocess.run(
+            [sys.executable, "-m", "harness", *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env,
+            timeout=timeout,
+        )  # fmt: skip
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(harness_cli):
+    """Run tests/data/tiny_sweep.yaml (real Ray, seconds per trial) with key=value overrides and options,
+    without the leaderboard at the end: returns the completed process."""
+
+    def run(*args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+        return harness_cli("run", TINY_SWEEP, *args, "--no-leaderboard", timeout=timeout)
+
+    return run
+
+
+SWEEP_CONDITIONS = 2  # tiny_sweep.yaml: clean and action_noise=0.2
+
+
+def assert_complete_and_unique(root: Path, trials: int) -> "pd.DataFrame":
+    """Every trial's rows, each (trial, condition) once, each trial's files verified, no temp file left, in the
+    one results folder ``root`` (a local path; read through its ``file://`` URI); returns the condition rows."""
+    from harness.report import results
+
+    rows = results.load(root.as_uri())
+    assert rows["trial_id"].nunique() == trials
+    assert len(rows) == trials * SWEEP_CONDITIONS and not rows.duplicated(["trial_id", "condition"]).any()
+    assert set(rows["status"]) == {"ok"}, rows["error"].dropna().tolist()
+    assert len(list((root / "trials").glob("*.parquet"))) == trials
+    episodes = results.load(root.as_uri(), results.EPISODES_DIR)
+    assert not episodes.duplicated(["trial_id", "condition", "episode"]).any()
+    assert set(episodes["trial_id"]) == set(rows["trial_id"])
+    problems = {trial_id: results.verify_trial(root.as_uri(), trial_id) for trial_id in set(rows["trial_id"])}
+    assert problems == dict.fromkeys(problems), problems  # each trial's files are whole and agree
+    assert not list(root.rglob("*.tmp-*")), "no temp files are left behind"
+    return rows
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, process: subprocess.Popen) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` if ``process`` (a sweep) ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {process.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.2)
 
 
 class NaNPixels(torch.utils.data.Dataset):

@@ -14,7 +14,6 @@ import logging
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,17 +22,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from conftest import assert_complete_and_unique, wait_for
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-from harness.report import results
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
 LEWM_ONLY = "models=[{name:lewm,size:tiny}]"
-CONDITIONS = 2  # tiny_sweep.yaml: clean and action_noise=0.2
 SWEEP_TIMEOUT = 420  # seconds; a busy 2-core machine needs ~2 minutes for a 2-trial sweep
 
 
@@ -95,20 +92,6 @@ def sweep_wall_clock(stdout: str) -> float:
     found = re.search(r"sweep wall-clock ([\d.]+) s", stdout)
     assert found, stdout[-2000:]
     return float(found.group(1))
-
-
-def assert_complete_and_unique(root: Path, trials: int) -> pd.DataFrame:
-    """Every trial's rows, each (trial, condition) once, in the one results folder; returns the rows."""
-    rows = results.load(root.as_uri())
-    assert rows["trial_id"].nunique() == trials
-    assert len(rows) == trials * CONDITIONS and not rows.duplicated(["trial_id", "condition"]).any()
-    assert set(rows["status"]) == {"ok"}, rows["error"].dropna().tolist()
-    assert len(list((root / "trials").glob("*.parquet"))) == trials
-    episodes = results.load(root.as_uri(), results.EPISODES_DIR)
-    assert not episodes.duplicated(["trial_id", "condition", "episode"]).any()
-    assert set(episodes["trial_id"]) == set(rows["trial_id"])
-    assert not list(root.rglob("*.tmp-*")), "no temp files are left behind"
-    return rows
 
 
 def shard_hashes(folder: Path) -> dict[str, str]:
@@ -177,16 +160,6 @@ def test_collections_on_two_nodes_write_byte_identical_shards(two_nodes, tmp_pat
     # The manifests differ only in the measured collection speed.
     assert head_manifest.pop("frames_per_s") > 0 and worker_manifest.pop("frames_per_s") > 0
     assert head_manifest == worker_manifest
-
-
-def wait_for(condition, timeout: float, what: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            raise AssertionError(f"the sweep ended (exit {process.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.2)
 
 
 @pytest.mark.slow

@@ -27,11 +27,13 @@ PLAN_MS = {"oracle": 0.0, "lewm": 90.0, "dino_wm": 2400.0, "random": 0.0}
 TOKENS = {"lewm": 1, "dino_wm": 256}
 # Each tasks.conditions.Condition field's unperturbed value, and how fast synthetic success falls along it.
 UNPERTURBED = dict(
-    action_noise=0.0, camera_shift=0.0, camera_rotate=0.0, camera_zoom=1.0, sticky_prob=0.0, brightness=0.0, hue=0.0
-)
+    action_noise=0.0, camera_shift=0.0, camera_rotate=0.0, camera_zoom=1.0, sticky_prob=0.0, brightness=0.0, hue=0.0,
+    agent_colour=0.0, object_colour=0.0, background_colour=0.0, agent_size=0.0, lighting=0.0,
+)  # fmt: skip
 SLOPE = dict(
-    action_noise=1.5, camera_shift=0.05, camera_rotate=0.01, camera_zoom=0.8, sticky_prob=1.2, brightness=0.5, hue=1.0
-)
+    action_noise=1.5, camera_shift=0.05, camera_rotate=0.01, camera_zoom=0.8, sticky_prob=1.2, brightness=0.5, hue=1.0,
+    agent_colour=0.3, object_colour=0.4, background_colour=0.2, agent_size=0.3, lighting=0.5,
+)  # fmt: skip
 NOISE_AND_SHIFT = {"action_noise": (0.1, 0.2), "camera_shift": (2.0, 4.0)}
 
 
@@ -54,6 +56,8 @@ def write_synthetic_trial(
     variant: str = "",
     role: str | None = None,
     probes: dict[str, tuple[float, float]] | None = None,
+    camera_kind: str | None = None,
+    cases: str = "",
 ) -> str:
     """One trial's condition and episode rows, as the trial writes them: every condition on the same cases.
 
@@ -116,7 +120,9 @@ def write_synthetic_trial(
                 plan_ms_p95=float(np.percentile(plan_ms, 95)),
                 tokens_per_frame=TOKENS.get(model),
                 surprise_auroc=surprise_auroc if name == "clean" else None,
+                case_fingerprint=cases,
                 **(_probe_fields(probes) if probes and name == "clean" else {}),
+                camera_kind=camera_kind if axis.startswith("camera_") else None,
             )
         )
     write_trial(str(root), trial_id, condition_rows, episode_rows)
@@ -309,6 +315,31 @@ def test_every_axis_gets_a_curve_and_an_auc_from_its_unperturbed_value(tmp_path:
     for axis in perturbations:
         png = paths[f"robustness-{hash_}-{axis}"]
         assert png.read_bytes().startswith(b"\x89PNG") and f"]({png.name})" in markdown
+
+
+def test_factor_axes_get_a_curve_from_strength_zero_and_camera_curves_say_how_the_camera_moved(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "factors"
+    perturbations = {"camera_shift": (2.0, 4.0), "object_colour": (0.5, 1.0), "lighting": (0.5, 1.0)}
+    for task, kind in (("cube", "viewpoint"), ("pusht", "pixel")):
+        write_synthetic_trial(
+            root, task=task, model="lewm", seed=0, skill=0.8, perturbations=perturbations, camera_kind=kind
+        )
+    board = leaderboard.build(root)
+    assert board.axes == ["camera_shift", "object_colour", "lighting"]  # ConditionRow's column order
+    rows = board.conditions[board.conditions["task"] == "cube"].set_index("condition")
+    for axis in ("object_colour", "lighting"):
+        curve = _curve(board, "cube", "lewm", axis)
+        assert curve.clean_magnitude == 0.0 and curve.magnitudes == (0.0, 0.5, 1.0)
+        success = [rows.loc["clean", "success"], *(rows.loc[f"{axis}={v:g}", "success"] for v in (0.5, 1.0))]
+        assert curve.success == pytest.approx(success) and curve.camera_kind is None
+        assert curve.auc == pytest.approx(np.trapezoid(success, curve.magnitudes))
+    assert _curve(board, "cube", "lewm", "camera_shift").camera_kind == "viewpoint"
+    assert _curve(board, "pusht", "lewm", "camera_shift").camera_kind == "pixel"
+    markdown = leaderboard.render(root)["markdown"].read_text()
+    assert "Robustness to object colour" in markdown and "Robustness to lighting" in markdown
+    assert "Camera change (cube: viewpoint; pusht: pixel)" in markdown
 
 
 def test_role_decides_floor_and_ceiling_not_the_name(tmp_path: Path) -> None:
@@ -588,3 +619,74 @@ def test_a_trial_whose_files_disagree_is_named_and_left_out_of_every_statistic(t
     clean = board.conditions.set_index("condition").loc["clean"]
     assert clean["seeds"] == 1 and clean["episodes"] == 30  # the intact trial alone
     assert results.trial_done(str(root), kept) and not results.trial_done(str(root), broken)
+
+
+# --------------------------------------------------------------------------- several folders on one board
+
+
+def test_folders_and_globs_expand_in_the_order_given_each_once(tmp_path: Path) -> None:
+    for name in ("a2", "a1", "b"):
+        (tmp_path / name).mkdir()
+    folders = leaderboard.expand([tmp_path / "b", f"{tmp_path}/a*", tmp_path / "a1"])
+    assert folders == [str(tmp_path / name) for name in ("b", "a1", "a2")]
+    with pytest.raises(leaderboard.NoFoldersError, match=re.escape(f"{tmp_path}/z*")):
+        leaderboard.expand([f"{tmp_path}/z*"])
+
+
+def test_a_folder_on_another_protocol_is_refused_naming_the_field_that_differs(tmp_path: Path) -> None:
+    board, late = tmp_path / "board", tmp_path / "late"
+    write_synthetic_trial(board, task="two_room", model="lewm", seed=0, skill=0.8, cases="c0")
+    fewer = dataclasses.replace(PRESETS["wmbench"], episodes=3)
+    write_synthetic_trial(late, task="two_room", model="dino_wm", seed=0, skill=0.6, protocol=fewer, cases="c0")
+    write_synthetic_trial(late, task="pusht", model="dino_wm", seed=0, skill=0.6, cases="p0")  # a task no one ran
+    merged = leaderboard.build([board, late])
+    (refusal,) = merged.refused
+    assert (refusal.source.label, refusal.task, refusal.protocol_hash) == ("late", "two_room", fewer.hash())
+    assert f"differs from the board's {PRESETS['wmbench'].hash()} in protocol field(s) episodes 3 vs 50" in (
+        refusal.describe()
+    )
+    ranked = merged.conditions[merged.conditions["condition"] == "clean"]
+    assert sorted(zip(ranked["task"], ranked["model"], ranked["source"], strict=True)) == [
+        ("pusht", "dino_wm", "late"), ("two_room", "lewm", "board"),
+    ]  # fmt: skip
+    markdown = leaderboard.to_markdown(merged)
+    assert "| two_room | lewm | board | clean |" in markdown and refusal.describe() in markdown
+
+
+def test_rows_without_a_case_fingerprint_are_ranked_only_within_their_own_folder(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    for model, skill in (("lewm", 0.8), ("random", 0.2)):  # written before rows recorded their cases
+        write_synthetic_trial(old, task="two_room", model=model, seed=0, skill=skill)
+    write_synthetic_trial(new, task="two_room", model="dino_wm", seed=0, skill=0.6, cases="c0")
+    alone = leaderboard.build(old)
+    assert not alone.refused and len(alone.conditions) == 2 * 5  # one folder: ranked as always
+    (joining_old,) = leaderboard.build([old, new]).refused
+    assert joining_old.source.label == "new" and "the board's two_room rows" in joining_old.reason
+    assert "carry no case fingerprint" in joining_old.reason and "cases are unknown" in joining_old.reason
+    founded_by_new = leaderboard.build([new, old])
+    (joining_new,) = founded_by_new.refused
+    assert joining_new.source.label == "old" and "its rows carry no case fingerprint" in joining_new.reason
+    assert "ranked only within their own folder" in joining_new.reason
+    assert set(founded_by_new.conditions["model"]) == {"dino_wm"}
+
+
+def test_a_folder_whose_rows_ran_several_case_sets_is_ranked_as_one_sweep_with_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "mixed-cases"
+    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8, cases="c0", variant="data.seed=0")
+    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8, cases="c1", variant="data.seed=1")
+    board = leaderboard.build(root)
+    assert not board.refused and set(board.conditions["variant"]) == {"data.seed=0", "data.seed=1"}
+    assert any("2 different case sets (c0, c1)" in warning for warning in board.warnings)
+
+
+def test_a_folder_on_other_cases_is_refused_and_one_on_the_same_cases_ranks_beside_the_board(tmp_path: Path) -> None:
+    board, same, other = tmp_path / "board", tmp_path / "same", tmp_path / "other"
+    write_synthetic_trial(board, task="two_room", model="lewm", seed=0, skill=0.8, cases="c0")
+    write_synthetic_trial(same, task="two_room", model="lewm", seed=0, skill=0.5, cases="c0")  # the same trial again
+    write_synthetic_trial(other, task="two_room", model="dino_wm", seed=0, skill=0.6, cases="c1")
+    merged = leaderboard.build([board, same, other])
+    (refusal,) = merged.refused
+    assert refusal.source.label == "other" and "cases differ (case fingerprint c1 vs the board's c0" in refusal.reason
+    clean = merged.conditions[merged.conditions["condition"] == "clean"].set_index("source")
+    assert list(clean.index) == ["board", "same"] and (clean["seeds"] == 1).all()  # two entries, never pooled
+    assert clean.loc["board", "success"] > clean.loc["same", "success"]

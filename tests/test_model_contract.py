@@ -119,6 +119,18 @@ def test_encode_predict_and_rollout_have_the_planners_shapes(built):
     assert torch.isfinite(imagined).all()
 
 
+def test_a_rollout_from_its_plan_start_imagines_what_rollout_does(built):
+    """The planner makes a RolloutStart once per plan and calls rollout_from every iteration: the same futures."""
+    name, model = built
+    model.eval()
+    with torch.no_grad():
+        z_hist = model.encode(as_batch(random_windows(BATCH))["pixels"])[:, : model.history]  # (B, h, N, D)
+        past = torch.rand(BATCH, model.history - 1, ACTION_DIM) * 2 - 1
+        plan = torch.rand(BATCH, HORIZON, ACTION_DIM) * 2 - 1
+        started = model.rollout_from(model.start_rollout(z_hist, past), plan)
+        torch.testing.assert_close(started, model.rollout(z_hist, plan, past), rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_loss_is_a_finite_scalar_that_reaches_the_parameters(built):
     name, model = built
     model.train()

@@ -1,12 +1,15 @@
 """Violation of expectation: impossible events are what they claim, and a trained LeWM is surprised by them."""
 
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from harness.eval.surprise import auroc, evaluate_surprise
+import harness.trial.trial as trial
+from harness.eval.surprise import auroc, evaluate_surprise, surprise_by_event
+from harness.report.results import ConditionRow, load, write_trial
 from harness.trial.checkpoints import load_or_train
 from harness.trial.training import TrainConfig
 from models.registry import build_model
@@ -124,5 +127,34 @@ def test_events_a_task_lacks_are_skipped_with_a_reason(heldout, monkeypatch, cap
     assert "surprise_auroc_teleport" in figures and "surprise_auroc_vanish" not in figures
     assert "has no 'vanish' event" in caplog.text
     assert figures["surprise_auroc"] == figures["surprise_auroc_teleport"]
+    assert surprise_by_event(figures) == {  # a trial row's columns: one entry per event evaluated
+        "surprise_events": ["teleport"],
+        "surprise_auroc_by_event": [figures["surprise_auroc_teleport"]],
+        "surprise_p_by_event": [figures["surprise_p_teleport"]],
+    }
     with pytest.raises(ValueError, match="unknown event 'melt'"):
         evaluate_surprise(model, TASK, heldout, events=("melt",), frameskip=FRAMESKIP)
+
+
+def test_a_models_rows_carry_auroc_and_the_paired_test_per_event(tmp_path, monkeypatch):
+    """The trial's diagnostics put every event surprise scored into its rows, and Parquet keeps them."""
+    figures = {"surprise_auroc": 0.7, "surprise_auroc_teleport": 0.9, "surprise_p_teleport": 1e-4}
+    figures |= {"surprise_auroc_colour_swap": 0.5, "surprise_p_colour_swap": 0.4}
+    monkeypatch.setattr(trial, "evaluate_surprise", lambda *args, **kwargs: figures)
+    monkeypatch.setattr(trial, "linear_probe", lambda *args, **kwargs: {"r2": 0.5, "quantities": {}})
+    monkeypatch.setattr(trial, "WindowDataset", lambda *args, **kwargs: None)
+    parts = SimpleNamespace(
+        windows=SimpleNamespace(num_frames=4, scaler=None), heldout=None, model=None,
+        protocol=SimpleNamespace(frameskip=5), task=SimpleNamespace(quantities={}),
+    )  # fmt: skip
+    fields = trial.model_diagnostics(parts, 0, "cpu")
+    assert fields["surprise_events"] == ["teleport", "colour_swap"]  # in EVENTS' order
+    assert fields["surprise_auroc_by_event"] == [0.9, 0.5] and fields["surprise_p_by_event"] == [1e-4, 0.4]
+    row = ConditionRow(
+        sweep="s", trial_id="t", status="ok", task="cube", model="lewm", role="model", variant="", seed=0,
+        config="{}", protocol="{}", protocol_hash="h", **fields,
+    )  # fmt: skip
+    write_trial(str(tmp_path), "t", [row], [])
+    loaded = load(str(tmp_path)).iloc[0]
+    assert list(loaded["surprise_events"]) == ["teleport", "colour_swap"]
+    assert list(loaded["surprise_p_by_event"]) == [1e-4, 0.4]

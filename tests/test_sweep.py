@@ -15,17 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
 
 
-def run_cli(*args: str, env_cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WMBENCH_CACHE": str(env_cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "harness.run", str(TINY), *args, "--no-leaderboard"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout,
-    )  # fmt: skip
-
-
-def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
+def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir, tiny_sweep):
     out = tmp_path / "results"
-    result = run_cli(f"results_dir={out}", env_cache=cache_dir)
+    result = tiny_sweep(f"results_dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = results.load(str(out))
     assert sorted(rows["model"].unique()) == ["lewm", "random"]
@@ -56,9 +48,9 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     assert cases.nunique() == 1 and len({tuple(start) for start in ordered["start"]}) > 1
     assert not list(out.rglob("*.tmp-*")), "no temp files are left behind"
     # A rerun refuses to touch finished results; --resume finds nothing to do and starts no Ray.
-    again = run_cli(f"results_dir={out}", env_cache=cache_dir)
+    again = tiny_sweep(f"results_dir={out}")
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = run_cli(f"results_dir={out}", "--resume", env_cache=cache_dir)
+    resumed = tiny_sweep(f"results_dir={out}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "0 to run" in resumed.stdout and len(results.load(str(out))) == 4
     # A damaged result is named and left out of every statistic, and --resume makes it whole again.
@@ -70,7 +62,7 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     assert list(board.left_out) == [random_trial] and "cannot be read" in board.left_out[random_trial]
     assert set(board.conditions["model"]) == {"lewm"} and any(random_trial in w for w in board.warnings)
     assert random_trial in leaderboard.to_markdown(board)
-    repaired = run_cli(f"results_dir={out}", "--resume", env_cache=cache_dir)
+    repaired = tiny_sweep(f"results_dir={out}", "--resume")
     assert repaired.returncode == 0, repaired.stderr[-2000:]
     assert "1 to run" in repaired.stdout and f"running {random_trial} again" in repaired.stderr
     again_rows = pq.read_table(damaged).to_pandas()
@@ -88,7 +80,7 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, cache_dir):
     assert f"re-run {recorded['success_rate']:.3f}: reproduces" in rerun.stdout
 
 
-def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_dir):
+def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_dir, tiny_sweep):
     out = tmp_path / "results"
     overrides = [f"results_dir={out}", "seeds=[0,1,2]", "train.steps=60"]
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
@@ -103,55 +95,50 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_di
     driver.wait()
     finished_before = len(list((out / "trials").glob("*.parquet")))
     assert 1 <= finished_before < 6, "the kill should land mid-sweep"
-    resumed = run_cli(*overrides, "--resume", env_cache=cache_dir)
+    resumed = tiny_sweep(*overrides, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = results.load(str(out))
     assert rows["trial_id"].nunique() == 6  # 2 models × 3 seeds
     assert len(rows) == 12 and not rows.duplicated(["trial_id", "condition"]).any()
 
 
-def test_failing_trial_becomes_a_failed_row_and_the_sweep_goes_on(tmp_path, cache_dir):
+def test_failing_trial_becomes_a_failed_row_and_the_sweep_goes_on(tmp_path, tiny_sweep):
     out = tmp_path / "results"
     # A learning rate no check can refuse beforehand, that makes LeWM's loss diverge inside its trial.
-    result = run_cli(f"results_dir={out}", "train.lr=1e30", "--strict", env_cache=cache_dir)
+    result = tiny_sweep(f"results_dir={out}", "train.lr=1e30", "--strict")
     assert result.returncode == 1 and "FAILED" in result.stderr  # --strict: failures make the exit non-zero
     rows = results.load(str(out))
     failed = rows[rows["status"] == "failed"]
     assert list(failed["model"]) == ["lewm"] and "TrainingDiverged" in failed["error"].iloc[0]
     # A bad model override is refused before Ray starts, naming the field.
-    refused = run_cli(
-        f"results_dir={tmp_path / 'refused'}", "models.0.overrides={no_such_field: 1}", env_cache=cache_dir
-    )
+    refused = tiny_sweep(f"results_dir={tmp_path / 'refused'}", "models.0.overrides={no_such_field: 1}")
     assert (
         refused.returncode == 2 and "no_such_field" in refused.stderr and not (tmp_path / "refused" / "trials").exists()
     )
     assert set(rows[rows["status"] == "ok"]["model"]) == {"random"}  # the other trial completed
 
 
-def test_a_trial_bigger_than_the_local_machine_exits_2_naming_the_key(tmp_path, cache_dir):
+def test_a_trial_bigger_than_the_local_machine_exits_2_naming_the_key(tmp_path, tiny_sweep):
     out = tmp_path / "results"
-    result = run_cli(f"results_dir={out}", "resources.cpu=512", env_cache=cache_dir)
+    result = tiny_sweep(f"results_dir={out}", "resources.cpu=512")
     assert result.returncode == 2 and "resources.cpu is 512" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (out / "trials").exists() or not list((out / "trials").iterdir())
 
 
-def test_the_leaderboard_command_prints_what_it_writes_and_names_a_missing_folder(tmp_path, cache_dir):
+def test_the_leaderboard_command_prints_what_it_writes_and_names_a_missing_folder(tmp_path, tiny_sweep, harness_cli):
     out = tmp_path / "results"
-    assert run_cli(f"results_dir={out}", "models=[{name: random}]", env_cache=cache_dir).returncode == 0
-    env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
-    board = subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(out)],
-                           capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    assert tiny_sweep(f"results_dir={out}", "models=[{name: random}]").returncode == 0
+    board = harness_cli("leaderboard", out, timeout=120)
     assert board.returncode == 0, board.stderr[-2000:]
     written = (out / "leaderboard" / "leaderboard.md").read_text(encoding="utf-8")
     assert board.stdout.strip() == written.strip() and "random" in written
-    missing = subprocess.run([sys.executable, "-m", "harness", "leaderboard", str(tmp_path / "nothing")],
-                             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # fmt: skip
+    missing = harness_cli("leaderboard", tmp_path / "nothing", timeout=120)
     assert missing.returncode == 2 and "nothing" in missing.stderr and "Traceback" not in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
 
 
-def test_a_second_driver_on_the_same_results_folder_exits_naming_the_first(tmp_path, cache_dir):
+def test_a_second_driver_on_the_same_results_folder_exits_naming_the_first(tmp_path, tiny_sweep):
     import fcntl
 
     out = tmp_path / "results"
@@ -160,6 +147,6 @@ def test_a_second_driver_on_the_same_results_folder_exits_naming_the_first(tmp_p
         fcntl.flock(lock, fcntl.LOCK_EX)
         lock.write("pid 12345 on elsewhere")
         lock.flush()
-        second = run_cli(f"results_dir={out}", env_cache=cache_dir)
+        second = tiny_sweep(f"results_dir={out}")
     assert second.returncode == 2 and "another driver (pid 12345 on elsewhere)" in second.stderr
     assert not (out / "trials").exists()  # it ran nothing

@@ -19,6 +19,7 @@ from tasks.base import TASKS, StateLeakError, TaskEnv, make_task, missing_packag
 from tasks.conditions import Condition
 from tasks.data import collect, dataset_key
 from tasks.events import EVENTS, ImpossibleEvents, impossible_events
+from tasks.factors import FACTORS, Factor
 from tasks.two_room import TwoRoom
 
 IMAGE_SIZE = 16  # px: small, so Cube's and Reacher's frames render fast
@@ -61,6 +62,14 @@ def test_task_class_declares_its_name_sizes_and_the_packages_it_requires(name):
     # bare distribution names (no version pins): result rows look their versions up by these names
     assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", package) for package in cls.requires)
     assert issubclass(cls.events_class, ImpossibleEvents)
+    assert "teleport" in cls.events_class.events and set(cls.events_class.events) <= set(EVENTS)
+    if "colour_swap" in cls.events_class.events:  # a colour change recolours a declared factor, or edits pixels
+        events = cls.events_class
+        assert events.swap_factor in cls.factors or events.edit_pixels is not ImpossibleEvents.edit_pixels
+    # declared by every task, with no default to inherit: its variation space and its kind of camera change
+    assert cls.camera_kind in ("viewpoint", "pixel")
+    assert isinstance(cls.factors, dict) and set(cls.factors) <= set(FACTORS)
+    assert all(isinstance(factor, Factor) and factor.what for factor in cls.factors.values())
     # the probes report one figure per named quantity: non-empty groups of the task's own state dims
     assert cls.quantities and all(isinstance(quantity, str) for quantity in cls.quantities)
     for dims in cls.quantities.values():
@@ -267,32 +276,63 @@ def test_the_planning_guard_stops_every_read_of_true_state(task_and_env):
     assert np.array_equal(env.get_state(), state)  # outside the guard all of it works
 
 
-def test_the_camera_hook_says_whether_the_env_moved_its_camera(task_and_env):
+def test_the_camera_hook_moves_the_camera_exactly_when_the_task_says_it_has_one(task_and_env):
     task, env = task_and_env
     env.reset(seed=0)
     condition = Condition(camera_shift=1.0, brightness=0.1)
     rest = condition.place_camera(env)
-    assert rest in (condition, Condition(brightness=0.1))  # moved by the env, or left for the pixel warp
-    assert isinstance(env.set_viewpoint(0.0, 0.0, 1.0), bool)  # back to the default view
+    # a 3-D task renders the move itself; a 2-D task leaves it for the pixel warp
+    assert rest == (Condition(brightness=0.1) if task.camera_kind == "viewpoint" else condition)
+    assert env.set_viewpoint(0.0, 0.0, 1.0) is (task.camera_kind == "viewpoint")  # back to the default view
 
 
-def test_every_task_has_at_least_a_teleport(task_and_env):
+def test_every_declared_factor_changes_the_frame_and_its_nominal_value_restores_it_exactly(task_and_env):
+    task, env = task_and_env
+    state = env.reset(seed=0)[0]["state"]
+    clean = env.set_state(state)["pixels"]
+    values = env.factor_values()
+    assert set(values) == set(task.factors)  # the env renders exactly the factors its task declares
+    for name, factor in task.factors.items():
+        np.testing.assert_allclose(values[name], factor.nominal, atol=1e-6)  # the declaration is the scene's own
+        far = np.where(np.array(factor.nominal) > (np.array(factor.low) + factor.high) / 2, factor.low, factor.high)
+        env.set_factors({name: far})
+        varied = env.set_state(state)
+        assert not np.array_equal(varied["pixels"], clean), f"{task.name}: {name} changed nothing"
+        np.testing.assert_allclose(varied["state"], state, atol=1e-4)  # only the look changes, never the world
+        env.set_factors({name: np.array(factor.nominal)})
+        assert np.array_equal(env.set_state(state)["pixels"], clean), f"{task.name}: {name} did not restore"
+    unknown = sorted(set(FACTORS) - set(task.factors)) or ["wobble"]
+    with pytest.raises(ValueError, match=rf"{unknown[0]}.*its factors: {', '.join(task.factors) or 'none'}"):
+        env.set_factors({unknown[0]: np.zeros(3)})
+    if unknown[0] in FACTORS:  # a condition that varies it is refused, naming the factor and the task's own
+        with pytest.raises(ValueError, match=rf"varies {unknown[0]}, which task '{task.name}' does not declare"):
+            Condition(**{unknown[0]: 0.5}).check_task(task)
+
+
+def test_every_event_of_a_task_changes_the_frames_from_its_step_on_and_never_before(task_and_env):
     task, env = task_and_env
     pool = start_states(task, env, 4)
     events = impossible_events(task, pool)
     assert isinstance(events, task.events_class) and "teleport" in events.events
-    assert set(events.events) <= set(EVENTS)
     obs, _ = env.reset(seed=0)
     frames, states = [obs["pixels"]], [obs["state"]]
-    actions = random_actions(task, 2, seed=2)
+    actions = random_actions(task, 3, seed=2)
     for action in actions:
         obs, *_ = env.step(action)
         frames.append(obs["pixels"])
         states.append(obs["state"])
     frames, states = np.stack(frames), np.stack(states)
-    twin = events.inject("teleport", frames, states, actions[:, None], 1, np.random.default_rng(0))
-    assert twin.shape == frames.shape and twin.dtype == np.uint8
-    assert np.array_equal(twin[:1], frames[:1]) and not np.array_equal(twin[1:], frames[1:])
+    for event in events.events:
+        rng = np.random.default_rng(0)
+        step = events.choose_step(event, states, 1, len(states) - 2, rng)
+        if step is None:
+            continue  # this short sequence cannot host it (e.g. it never comes near Two-Room's wall)
+        twin = events.inject(event, frames, states, actions[:, None], step, rng)
+        assert twin.shape == frames.shape and twin.dtype == np.uint8
+        assert np.array_equal(twin[:step], frames[:step]), event  # the past is untouched
+        for t in range(step, len(frames)):  # by more than re-placing the clean state renders (a level or two)
+            change = np.abs(twin[t].astype(int) - frames[t]).max()
+            assert change > 16, f"{task.name} {event}: frame {t} is the clean one (largest change {change})"
 
 
 def test_collect_writes_the_cache_and_a_second_call_reads_it(task_and_env, tmp_path, monkeypatch):

@@ -121,6 +121,27 @@ def test_pusht_absolute_actions_span_the_packages_board():
     np.testing.assert_allclose(target_to_action(np.array([256.0, 128.0])), [0.0, -0.5])
 
 
+def test_pusht_with_its_own_colours_draws_the_packages_frames_and_keeps_recoloured_bodies_across_resets():
+    """Push-T's factors repaint the package's bodies after each of its resets and fill its board; at the
+    package's colours the frames are the package's own, pixel for pixel."""
+    from tasks.pusht import _package_env_class
+
+    task = make_task("pusht")
+    env, package = task.make_env(), _package_env_class()(obs_type="pixels_agent_pos")
+    try:
+        for seed in (0, 1):
+            ours, theirs = env.env.reset(seed=seed)[0]["pixels"], package.reset(seed=seed)[0]["pixels"]
+            assert np.array_equal(ours, theirs)
+        state = env.get_state()
+        clean = env.set_state(state)["pixels"]
+        env.set_factors({"object_colour": np.array([1.0, 0.0, 0.0])})
+        red = env.set_state(state)["pixels"]  # set_state resets the package, which rebuilds the block
+        assert np.any(np.all(red == [255, 0, 0], axis=-1)) and not np.any(np.all(clean == [255, 0, 0], axis=-1))
+    finally:
+        env.close()
+        package.close()
+
+
 def test_reacher_published_success_is_every_joint_within_0_05_rad():
     """stable-worldmodel's reacher task qpos_match: every |Δqpos| < 0.05, velocities and target ignored."""
     task = make_task("reacher")

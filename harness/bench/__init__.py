@@ -1,1 +1,1 @@
-"""Benchmarks of wmbench's own paths, run as commands (``python -m harness.bench.data``)."""
+"""Benchmarks of wmbench's own paths, run as commands (``python -m harness.bench data|speed``, or each module)."""

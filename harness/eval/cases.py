@@ -13,6 +13,9 @@ as pixels and arrays through ``Controller.begin`` and ``Observation``.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -100,6 +103,21 @@ def make_cases(task: Task, episodes: Episodes, protocol: EvalProtocol) -> tuple[
             )
         cases.append(case_at(episodes.states, episodes.actions, protocol, episode, start, case_seed, index, solved))
     return cases, resampled
+
+
+def case_fingerprint(task: Task, source_key: str, cases: Sequence[Case]) -> str:
+    """A short sha256 over what makes a trial's evaluation cases: the task and its version, the dataset the
+    cases come from (its key), and each case's seed, episode, start step, start state and goal state as
+    evaluated. Two rows with the same fingerprint (and protocol hash) were scored on the same cases."""
+    identity = {
+        "task": task.name,
+        "version": task.version,
+        "source": source_key,
+        "cases": [
+            [case.case_seed, case.episode, case.start_step, case.start.tolist(), case.goal.tolist()] for case in cases
+        ],
+    }
+    return hashlib.sha256(json.dumps(identity, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def case_at(

@@ -25,7 +25,8 @@ import torch
 from einops import rearrange
 
 from harness.eval.cases import Case, CaseView
-from harness.eval.planners import LatentCost, PlannerConfig, make_planner, warm_start
+from harness.eval.planners import LatentCost, PlannerConfig, RolloutFn, make_planner, warm_start
+from harness.eval.precision import resolve_precision
 from models.world_model import WorldModel
 from tasks.base import Task
 from tasks.scaler import ActionScaler
@@ -83,6 +84,10 @@ class ModelController(Controller):
     on the training data; the identity plans in raw units), so CEM's std 1 is one dataset
     std; executed actions are standardised before they reach the model, plans are mapped
     back to raw units only when returned for execution.
+
+    The goal is encoded once per episode (``begin``), the history once per replanning call
+    (``plan``); the rollout runs in ``planner.precision`` where the device supports it
+    (``precision`` says what ran) and, with ``planner.compile``, is compiled here, once per trial.
     """
 
     def __init__(
@@ -97,6 +102,8 @@ class ModelController(Controller):
         self.name, self.model, self.planner, self.seed, self.device = name, model.eval(), planner, seed, device
         self.scaler = scaler
         self.optimizer = make_planner(planner)
+        self.precision = resolve_precision(planner.precision, device)  # "bf16" only where the device has bf16 units
+        self.rollout: RolloutFn = torch.compile(model.rollout_from) if planner.compile else model.rollout_from
 
     def describe(self) -> str:
         return self.model.describe().get("encoder", "")
@@ -112,7 +119,9 @@ class ModelController(Controller):
     def plan(self, observation: Observation) -> torch.Tensor:
         z_hist = self.model.encode(to_model_pixels(observation.pixels, self.device))  # (K, h, N, D)
         past = self._standardised(torch.from_numpy(observation.past_actions).to(self.device))  # (K, h-1, A)
-        cost = LatentCost(self.model, z_hist, past, self.z_goal, chunk=self.planner.chunk)
+        cost = LatentCost(
+            self.model, z_hist, past, self.z_goal, self.planner.chunk, precision=self.precision, rollout=self.rollout
+        )
         episodes, width = past.shape[0], past.shape[-1]
         mean = warm_start(self.previous, self.planner.receding, self.planner.horizon, (episodes, width))
         self.previous = self.optimizer.optimize(cost, mean.to(self.device), self.generator)  # standardised units

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -35,6 +36,23 @@ class EpisodeResult:
     plan_ms: list[float]  # wall-clock of every replanning call of the batch this episode was planned in
 
 
+@dataclass(frozen=True)
+class EvaluationProgress:
+    """How far :func:`run_episodes` is: episodes finished, and the steps taken by the batch now running."""
+
+    cases_done: int
+    cases: int
+    batch_cases: int  # episodes in the batch now running (0 once every case is done)
+    batch_step: int  # raw env steps that batch has taken, of ``budget``
+    budget: int
+
+    @property
+    def fraction(self) -> float:
+        """Of the condition's episode-steps, how much is done."""
+        running = self.batch_cases * min(self.batch_step, self.budget) / max(self.budget, 1)
+        return (self.cases_done + running) / max(self.cases, 1)
+
+
 def run_episodes(
     controller: Controller,
     task: Task,
@@ -42,30 +60,49 @@ def run_episodes(
     protocol: EvalProtocol,
     condition: Condition,
     batch_size: int | None = None,
+    on_progress: Callable[[EvaluationProgress], None] | None = None,
 ) -> list[EpisodeResult]:
-    """Run every case under ``condition``, ``batch_size`` episodes (default: the planner's) planned together."""
+    """Run every case under ``condition``, ``batch_size`` episodes (default: the planner's) planned together.
+
+    ``on_progress``, when given, is called after every replanning step and once every case is done.
+    """
     if controller.reads_state and controller.role == "model":
         raise StateLeakError(
             f"controller {controller.name!r} declares reads_state, which only reference controllers "
             f"(role 'floor' or 'ceiling') may; a model plans from pixels"
         )
     batch_size = batch_size or controller.planner.batch_episodes
-    results = []
+    results: list[EpisodeResult] = []
     for first in range(0, len(cases), batch_size):
-        results += _run_batch(controller, task, cases[first : first + batch_size], protocol, condition)
+        batch = cases[first : first + batch_size]
+
+        def stepped(steps: int, done: int = len(results), running: int = len(batch)) -> None:
+            if on_progress is not None:
+                on_progress(EvaluationProgress(done, len(cases), running, steps, protocol.budget))
+
+        results += _run_batch(controller, task, batch, protocol, condition, stepped)
+    if on_progress is not None:
+        on_progress(EvaluationProgress(len(results), len(cases), 0, 0, protocol.budget))
     return results
 
 
 def _run_batch(
-    controller: Controller, task: Task, cases: list[Case], protocol: EvalProtocol, condition: Condition
+    controller: Controller,
+    task: Task,
+    cases: list[Case],
+    protocol: EvalProtocol,
+    condition: Condition,
+    stepped: Callable[[int], None] = lambda steps: None,
 ) -> list[EpisodeResult]:
+    """One batch of episodes planned together; ``stepped(steps)`` after each replanning step."""
     frameskip, budget, receding = protocol.frameskip, protocol.budget, controller.planner.receding
     envs = [task.make_env(seed=case.case_seed) for case in cases]
     try:
         for env in envs:
             env.reset(seed=0)
-        # A camera move is rendered by envs that have a movable camera; the rest is applied to frames.
-        view = [condition.place_camera(env) for env in envs][0]
+        # Each env renders the case's factors of variation (drawn from its seed) and, where it has a movable
+        # camera, the camera move; what is left of the condition is applied to the frames.
+        view = [condition.stage(task, env, case.case_seed) for env, case in zip(envs, cases, strict=True)][0]
         goal_pixels = np.stack([env.set_state(case.goal)["pixels"] for env, case in zip(envs, cases, strict=True)])
         history = np.stack(
             [[env.set_state(s)["pixels"] for s in case.history_states] for env, case in zip(envs, cases, strict=True)]
@@ -106,6 +143,7 @@ def _run_batch(
                 history = np.concatenate([history[:, 1:], frames[:, None]], axis=1)
                 if past_actions.shape[1]:  # the h-1 blocks between the frames in the history
                     past_actions = np.concatenate([past_actions[:, 1:], block[:, None]], axis=1)
+            stepped(steps)
         finals = [env.get_state() for env in envs]
     finally:
         for env in envs:

@@ -8,17 +8,21 @@ A action-block width.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange, repeat
+from einops import rearrange
 from torch import Tensor
 
-from models.world_model import WorldModel
+from harness.eval.precision import PRECISIONS, autocast_for
+from models.world_model import RolloutStart, WorldModel
 
 CostFn = Callable[[Tensor], Tensor]
 """candidates (K, S, H, A) -> cost (K, S); lower is better. Unbounded, as published: the env clips at execution."""
+RolloutFn = Callable[[RolloutStart, Tensor], Tensor]
+"""(start, plans (B, H, A)) -> imagined latents (B, H, N, D): a model's ``rollout_from``, or its compiled copy."""
 
 
 @dataclass(frozen=True)
@@ -38,21 +42,29 @@ class PlannerConfig:
     temperature: float = 0.1  # MPPI only
     chunk: int | None = None  # max candidates per model call (bounded memory); None = all at once
     batch_episodes: int = 50  # episodes planned together in one batched call (1 = the published per-plan timing)
+    precision: str = "fp32"  # ours: "bf16" rolls out under bf16 autocast where the device has bf16 units; cost in fp32
+    compile: bool = False  # ours: torch.compile the model's rollout, once per trial (pays back over many plans)
 
     def __post_init__(self) -> None:
+        problems = []  # every bad field, one line each: the sweep loader reports them all at once
         if self.name not in PLANNERS:
-            raise ValueError(f"planner.name {self.name!r} is unknown; known planners: {', '.join(PLANNERS)}")
-        for name in ("samples", "iterations", "horizon", "receding", "batch_episodes"):
+            problems.append(f"planner.name {self.name!r} is unknown; known planners: {', '.join(PLANNERS)}")
+        for name in ("samples", "iterations", "elites", "horizon", "receding", "batch_episodes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
-        if self.name == "cem" and not 1 <= self.elites <= self.samples:
-            raise ValueError(f"planner.elites must lie in [1, planner.samples={self.samples}], got {self.elites}")
-        if self.receding > self.horizon:
-            raise ValueError(f"planner.receding {self.receding} exceeds planner.horizon {self.horizon}")
-        if not self.init_std > 0 or not self.temperature > 0:
-            raise ValueError("planner.init_std and planner.temperature must be positive")
+                problems.append(f"planner.{name} must be at least 1, got {getattr(self, name)}")
+        if self.name == "cem" and 1 <= self.samples < self.elites:  # a planner.samples below 1 is named above
+            problems.append(f"planner.elites must lie in [1, planner.samples={self.samples}], got {self.elites}")
+        if 1 <= self.horizon < self.receding:
+            problems.append(f"planner.receding {self.receding} exceeds planner.horizon {self.horizon}")
+        for name in ("init_std", "temperature"):
+            if not 0 < getattr(self, name) < math.inf:
+                problems.append(f"planner.{name} must be positive and finite, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"planner.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.chunk is not None and self.chunk < 1:
-            raise ValueError(f"planner.chunk must be at least 1 (or null for all at once), got {self.chunk}")
+            problems.append(f"planner.chunk must be at least 1 (or null for all at once), got {self.chunk}")
+        if problems:
+            raise ValueError("\n".join(problems))
 
 
 class SamplingPlanner:
@@ -111,28 +123,42 @@ def _sample(mean: Tensor, std: Tensor, samples: int, generator: torch.Generator)
 class LatentCost:
     """Terminal squared latent error ‖ẑ_H − z_goal‖² summed over tokens and dims (LeWM's cost).
 
-    Built once per replanning call: the history and the goal are encoded once, and
-    the candidates are rolled out in chunks of at most ``chunk`` (bounded memory,
-    identical result).
+    Built once per replanning call from latents encoded once (the history per plan, the goal per
+    episode). What stays fixed within the plan is made here, once: the model's
+    :class:`~models.world_model.RolloutStart` (for LeWM, the past actions' embeddings). Each call
+    (one per CEM iteration) then only rolls out its candidates, in chunks of at most ``chunk``
+    (bounded memory, identical result). With ``precision="bf16"`` the rollout runs under bf16
+    autocast and the squared error is reduced in fp32; ``rollout`` is the model's
+    ``rollout_from`` unless a compiled copy is given.
     """
 
     def __init__(
-        self, model: WorldModel, z_hist: Tensor, past_actions: Tensor, z_goal: Tensor, chunk: int | None = None
+        self,
+        model: WorldModel,
+        z_hist: Tensor,
+        past_actions: Tensor,
+        z_goal: Tensor,
+        chunk: int | None = None,
+        precision: str = "fp32",
+        rollout: RolloutFn | None = None,
     ) -> None:
-        self.model, self.z_hist, self.past_actions, self.z_goal, self.chunk = model, z_hist, past_actions, z_goal, chunk
+        self.z_goal, self.chunk, self.precision = z_goal.float(), chunk, precision  # goal (K, N, D)
+        self.rollout = rollout or model.rollout_from
+        with autocast_for(z_hist.device, precision):
+            self.start = model.start_rollout(z_hist, past_actions)  # once per plan
 
     def __call__(self, candidates: Tensor) -> Tensor:
         episodes, samples = candidates.shape[:2]
         flat = rearrange(candidates, "k s h a -> (k s) h a")
-        z_hist = repeat(self.z_hist, "k t n d -> (k s) t n d", s=samples)
-        past = repeat(self.past_actions, "k t a -> (k s) t a", s=samples)
-        goal = repeat(self.z_goal, "k n d -> (k s) n d", s=samples)
+        episode_of = torch.arange(episodes, device=flat.device).repeat_interleave(samples)  # (K·S,): row -> episode
         chunk = self.chunk or flat.shape[0]
         costs = []
-        for start in range(0, flat.shape[0], chunk):
-            part = slice(start, start + chunk)
-            final = self.model.rollout(z_hist[part], flat[part], past[part])[:, -1]  # (chunk, N, D)
-            costs.append((final - goal[part]).pow(2).sum(dim=(-2, -1)))
+        for begin in range(0, flat.shape[0], chunk):
+            rows = episode_of[begin : begin + chunk]  # each candidate's episode
+            with autocast_for(flat.device, self.precision):
+                imagined = self.rollout(self.start.rows(rows), flat[begin : begin + chunk])  # (chunk, H, N, D)
+            final = imagined[:, -1].float()  # (chunk, N, D)
+            costs.append((final - self.z_goal[rows]).pow(2).sum(dim=(-2, -1)))
         return rearrange(torch.cat(costs), "(k s) -> k s", k=episodes)
 
 

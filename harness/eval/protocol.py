@@ -38,16 +38,26 @@ class EvalProtocol:
     case_seed: int = 0  # seeds the cases; shared by every model, seed and condition
 
     def __post_init__(self) -> None:
+        # The protocol is typed Any in the sweep schema (a preset name or a dict), so the types are checked here.
+        problems = []  # every bad field, one line each: the sweep loader reports them all at once
+        if not (isinstance(self.name, str) and self.name):
+            problems.append(f"protocol.name must be a non-empty string, got {self.name!r}")
         for name in ("goal_offset", "budget", "episodes", "history", "frameskip"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"protocol.{name} must be a positive integer, got {value!r}")
+            if value is not None and not (_is_int(value) and value >= 1):
+                problems.append(f"protocol.{name} must be a positive integer, got {value!r}")
+        if not (_is_int(self.case_seed) and self.case_seed >= 0):
+            problems.append(f"protocol.case_seed must be a non-negative integer, got {self.case_seed!r}")
         if self.split not in ("heldout", "train"):
-            raise ValueError(f"protocol.split must be heldout or train, got {self.split!r}")
+            problems.append(f"protocol.split must be heldout or train, got {self.split!r}")
         if self.success not in ("ever", "final"):
-            raise ValueError(f"protocol.success must be ever or final, got {self.success!r}")
+            problems.append(f"protocol.success must be ever or final, got {self.success!r}")
         if self.success_test is not None and not (isinstance(self.success_test, str) and self.success_test):
-            raise ValueError(f"protocol.success_test must name a task's success test, got {self.success_test!r}")
+            problems.append(f"protocol.success_test must name a task's success test, got {self.success_test!r}")
+        if not isinstance(self.resample_solved, bool):
+            problems.append(f"protocol.resample_solved must be true or false, got {self.resample_solved!r}")
+        if problems:
+            raise ValueError("\n".join(problems))
 
     def resolved(
         self, default_history: int, default_frameskip: int, default_success_test: str | None = None
@@ -67,6 +77,10 @@ class EvalProtocol:
         """Short hash of everything that changes what a success rate means (the name excluded)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not a count
 
 
 PRESETS: dict[str, EvalProtocol] = {

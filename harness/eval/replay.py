@@ -52,7 +52,7 @@ class FilmedEnv:
         self.env.close()
 
     def __getattr__(self, name: str):
-        return getattr(self.env, name)  # e.g. set_viewpoint, where the env has a movable camera
+        return getattr(self.env, name)  # e.g. set_viewpoint and set_factors
 
 
 class FilmedTask:
@@ -83,7 +83,7 @@ def replay(
     env = task.make_env(seed=0)
     try:
         env.reset(seed=0)
-        view = condition.place_camera(env)  # what is left to apply to the frames, as in the evaluator
+        view = condition.stage(task, env, case.case_seed)  # what is left to apply to the frames, as in the evaluator
         start, goal = env.set_state(case.start)["pixels"], env.set_state(case.goal)["pixels"]
     finally:
         env.close()

@@ -3,9 +3,11 @@
 Following LeWM's test (REFERENCE.md, "Violation of expectation"), a model's surprise at
 frame t+1 is its latent prediction error ‖predict(z_≤t, a_≤t) − encode(frame_{t+1})‖²,
 using only the WorldModel contract. Held-out sequences are scored clean and with an
-impossible event injected at a known frame (each task declares its own, tasks/events.py: teleport, vanish, colour
-swap, pass through the wall). Surprise is z-scored against the same model's surprise on
-the clean sequences, so models of different latent scales read alike. Per event:
+impossible event injected at a known frame. Each task declares its own (tasks/events.py):
+every task has a teleport and a colour change (on Cube the cube's, as LeWM's paper tests),
+Two-Room also a vanishing agent and a pass through the wall. Surprise is z-scored against
+the same model's surprise on the clean sequences, so models of different latent scales
+read alike. Per event (a trial's rows carry AUROC and p per event: ``surprise_by_event``):
 
 - AUROC of surprise at the event frame against every clean frame (Mann–Whitney U);
 - detection delay: frames from the event until surprise first exceeds the clean 95th
@@ -144,6 +146,17 @@ def evaluate_surprise(
         aurocs.append(figures[f"surprise_auroc_{event}"])
     figures["surprise_auroc"] = float(np.mean(aurocs)) if aurocs else float("nan")
     return figures
+
+
+def surprise_by_event(figures: dict[str, float]) -> dict[str, list]:
+    """The per-event figures of :func:`evaluate_surprise` as a row's parallel lists: ``surprise_events`` (those
+    evaluated, in EVENTS order), ``surprise_auroc_by_event`` and ``surprise_p_by_event`` (the paired t-test)."""
+    events = [event for event in EVENTS if f"surprise_auroc_{event}" in figures]
+    return {
+        "surprise_events": events,
+        "surprise_auroc_by_event": [figures[f"surprise_auroc_{event}"] for event in events],
+        "surprise_p_by_event": [figures[f"surprise_p_{event}"] for event in events],
+    }
 
 
 def _first_above(values: np.ndarray, threshold: float) -> int | None:

@@ -13,6 +13,7 @@ This module imports nothing above it (no torch): reading results needs only pyar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -99,6 +100,29 @@ class ConditionRow:
     command: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # How a model's figures were obtained (None for reference controllers and for files from before these columns).
+    plan_precision: str | None = None  # "fp32" | "bf16": what the planner's rollout ran in on this device
+    plan_compile: bool | None = None  # the rollout was torch.compiled
+    train_precision: str | None = None  # "fp32" | "bf16": what training ran in (None: a checkpoint that did not say)
+    train_compile: bool | None = None  # the loss was torch.compiled in training
+    # A hash of the evaluation cases (task, version, source dataset, each case's seed, start and goal):
+    # rows of two sweeps are ranked together only when it and protocol_hash agree. "": not recorded (old rows).
+    case_fingerprint: str = ""
+    # Factors of variation: the rest of tasks.conditions.Condition's fields, each a strength in [0, 1] of a change
+    # the task declares (Task.factors); None in files from before these columns.
+    agent_colour: float | None = None
+    object_colour: float | None = None
+    background_colour: float | None = None
+    agent_size: float | None = None
+    lighting: float | None = None
+    # How the condition moved the camera: "viewpoint" (the env rendered from a moved MuJoCo camera, with parallax)
+    # or "pixel" (the frames were warped: 2-D tasks); None when the condition does not move the camera.
+    camera_kind: str | None = None
+    # Surprise per impossible event the task declares (tasks/events.py), parallel lists: AUROC at the event
+    # frame against clean frames, and the one-sided paired t-test's p against the clean twin (p < 0.01: detected).
+    surprise_events: list[str] | None = None
+    surprise_auroc_by_event: list[float] | None = None
+    surprise_p_by_event: list[float] | None = None
 
 
 @dataclass
@@ -175,21 +199,44 @@ def to_table(rows: Sequence[ConditionRow] | Sequence[EpisodeRow], row_type: type
     return pa.table(columns, schema=schema)
 
 
+class ResultsWriteError(OSError):
+    """A results file could not be written (a full disk, a read-only folder): nothing was left in its place."""
+
+
 def write_atomic(table: pa.Table, root: str, relative_path: str) -> str:
-    """Write ``table`` to ``root/relative_path`` via a temp file and a rename."""
+    """Write ``table`` to ``root/relative_path`` via a temp file and a rename.
+
+    Raises :class:`ResultsWriteError`, one line naming the file and the reason, when the folder cannot take it;
+    the temp file is removed whatever stopped the write, so a failed write leaves the folder as it found it.
+    """
     fs, base = _filesystem(root)
     path = f"{base.rstrip('/')}/{relative_path}"
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     temp = f"{path}.tmp-{uuid.uuid4().hex}"
-    pq.write_table(table, temp, filesystem=fs)
-    fs.move(temp, path)
+    try:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, temp, filesystem=fs)
+        fs.move(temp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):  # a folder that refuses even this: the first error is the one to report
+            if fs.get_file_info(temp).type != pafs.FileType.NotFound:
+                fs.delete_file(temp)
+        if isinstance(error, OSError):
+            raise ResultsWriteError(f"cannot write {path}: {str(error).splitlines()[0]}") from error
+        raise
     return path
 
 
 def write_trial(root: str, trial_id: str, conditions: Sequence[ConditionRow], episodes: Sequence[EpisodeRow]) -> None:
-    """Write one trial's episode rows, then its condition rows (the marker of a finished trial)."""
-    write_atomic(to_table(episodes, EpisodeRow), root, f"{EPISODES_DIR}/{trial_id}.parquet")
-    write_atomic(to_table(conditions, ConditionRow), root, f"{TRIALS_DIR}/{trial_id}.parquet")
+    """Write one trial's episode rows, then its condition rows (the marker of a finished trial); when the condition
+    rows cannot be written, the episode rows are removed again, so a failed write leaves none of the trial's rows."""
+    episodes_path = write_atomic(to_table(episodes, EpisodeRow), root, f"{EPISODES_DIR}/{trial_id}.parquet")
+    try:
+        write_atomic(to_table(conditions, ConditionRow), root, f"{TRIALS_DIR}/{trial_id}.parquet")
+    except BaseException:
+        fs, _ = _filesystem(root)
+        with contextlib.suppress(OSError):
+            fs.delete_file(episodes_path)
+        raise
 
 
 def trial_done(root: str, trial_id: str) -> bool:

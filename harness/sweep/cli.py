@@ -2,10 +2,11 @@
 
     python -m harness run SWEEP.yaml [key=value ...] [--address ADDR] [--resume] [--dry-run] [--strict]
     python -m harness run --from-row RESULTS_FILE ROW
-    python -m harness leaderboard RESULTS [--out DIR] [--baseline RESULTS]
+    python -m harness leaderboard RESULTS [RESULTS|GLOB ...] [--out DIR] [--baseline RESULTS]
     python -m harness surprise SWEEP.yaml [key=value ...]
     python -m harness stress rarity RESULTS | stress search SWEEP.yaml [--budget N] [--axis NAME=LOW:HIGH]
     python -m harness replay FAILURES_FILE ROW [--out DIR] [--controller random|oracle]
+    python -m harness datasets list | inspect KEY | preview KEY [--episode N] --out FILE.png|.gif|.mp4
     python -m tasks.collect TASK [--episodes N] ...   (data ahead of a sweep; the tasks layer's own command)
 
 ``python -m harness.run ...`` is ``python -m harness run ...`` (the README's and Makefile's form).
@@ -35,6 +36,7 @@ from harness.sweep.runner import driver_lock, plan_sweep, run_sweep, trial_resou
 from harness.trial.parts import build_trial, trial_data
 from harness.trial.reproduce import RowError, reproduce_row
 from harness.trial.spec import TrialSpec
+from tasks import catalog
 
 DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -77,11 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         "--from-row", nargs=2, metavar=("RESULTS_FILE", "ROW"),
         help="re-run one row of a trials/*.parquet file from its own fields and check it reproduces",
     )  # fmt: skip
-    run.add_argument("-v", "--verbose", action="count", default=1, help="more Ray output")
+    run.add_argument("-v", "--verbose", action="count", default=1,
+                     help="-v: add Ray's status table and the trials' logs; -vv: Ray's verbose table")  # fmt: skip
 
-    board = command("leaderboard", _leaderboard, "compare the models of a results folder (Markdown, HTML, PNG)")
-    board.add_argument("results", help="a results folder written by `run` (holds trials/ and episodes/)")
-    board.add_argument("--out", help="where to write the leaderboard (default: RESULTS/leaderboard/)")
+    board = command("leaderboard", _leaderboard, "compare the models of results folders (Markdown, HTML, PNG)")
+    board.add_argument(
+        "results", nargs="+",
+        help="results folders written by `run` (or globs); several make one board where protocol and cases agree",
+    )  # fmt: skip
+    board.add_argument("--out", help="where to write the leaderboard (default: RESULTS/leaderboard/ for one folder)")
     board.add_argument("--baseline", help="another results folder to compare against; regressions are marked")
 
     surprise = command("surprise", _surprise, "surprise at impossible events of every trained model of a sweep")
@@ -110,6 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     replayed.add_argument("row", type=int, help="the row to replay (0 = the hardest case found)")
     replayed.add_argument("--out", default=".", help="folder for the image strip (default: here)")
     replayed.add_argument("--controller", choices=REFERENCE_CONTROLLERS, help="replay with a reference controller")
+
+    datasets = command("datasets", _datasets, "the cached datasets: list them, inspect one, preview its frames")
+    datasets.add_argument("--cache-dir", help="cache root (default: $WMBENCH_CACHE, else .cache/wmbench)")
+    actions = datasets.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every cached dataset: task, recipe, episodes, frame size, size, when written")
+    inspected = actions.add_parser("inspect", help="shapes, policy success, action statistics, state ranges, shards")
+    inspected.add_argument("key", help="a dataset key, or a prefix of one that no other key shares")
+    previewed = actions.add_parser("preview", help="an episode as an image strip (.png) or animation (.gif, .mp4)")
+    previewed.add_argument("key", help="a dataset key, or a prefix of one that no other key shares")
+    previewed.add_argument("--episode", type=int, default=0, help="which episode (default 0)")
+    previewed.add_argument("--out", required=True, help="FILE.png (a strip of frames), FILE.gif or FILE.mp4")
+    previewed.add_argument("--frames", type=int, default=catalog.PREVIEW_FRAMES, help="frames in a .png strip")
     return parser
 
 
@@ -126,7 +144,15 @@ def _run(args: argparse.Namespace) -> int:
         print(plan_sweep(sweep).describe(trial_resources(sweep, 0)))
         return 0
     with driver_lock(sweep):  # planned under the lock: two drivers never run the same trials
-        return _drive(args, sweep)
+        try:
+            return _drive(args, sweep)
+        except KeyboardInterrupt:  # Ctrl-C: one line, not Ray's traceback; finished trials are already on disk
+            plan = plan_sweep(sweep)
+            print(
+                f"interrupted: {len(plan.done)} of {len(plan.trials)} trials finished; rerun with --resume",
+                file=sys.stderr,
+            )
+            return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 def _drive(args: argparse.Namespace, sweep: SweepConfig) -> int:
@@ -142,6 +168,9 @@ def _drive(args: argparse.Namespace, sweep: SweepConfig) -> int:
         outcome = run_sweep(sweep, plan, address=args.address, verbose=args.verbose)
         print(outcome.describe())
         failed = outcome.failed
+        for trial_id, error in outcome.errors.items():  # its worker died, or its rows could not be written
+            reason = error.rstrip(".")
+            print(f"NOT FINISHED {trial_id}: {reason}; it wrote no rows, --resume runs it again", file=sys.stderr)
     failed += _finish(plan.root, show_leaderboard=not args.no_leaderboard)
     return 1 if (failed and (args.strict or sweep.strict)) else 0
 
@@ -171,18 +200,23 @@ def _finish(root: str, show_leaderboard: bool) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    return _print_leaderboard(args.results, args.out, args.baseline)
+    folders = leaderboard.expand(args.results)
+    if len(folders) > 1 and args.out is None:
+        raise ConfigError(f"{len(folders)} results folders make one board: give --out DIR for it")
+    return _print_leaderboard(folders, args.out, args.baseline)
 
 
-def _print_leaderboard(root: str, out: str | None, baseline: str | None) -> int:
+def _print_leaderboard(roots: str | list[str], out: str | None, baseline: str | None) -> int:
     try:
-        board = leaderboard.build(root, baseline)
+        board = leaderboard.build(roots, baseline)
     except leaderboard.NoResultsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for warning in board.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    written = leaderboard.write(board, out if out is not None else leaderboard.default_output_dir(root))
+    for refusal in board.refused:  # rows of a later folder that cannot be ranked with the board's, and why
+        print(refusal.describe(), file=sys.stderr)
+    written = leaderboard.write(board, out if out is not None else leaderboard.default_output_dir(board.root))
     print(written["markdown"].read_text(encoding="utf-8"))
     print(f"Wrote {written['markdown']} and {written['html']}", file=sys.stderr)
     return 0
@@ -268,6 +302,27 @@ def _replay(args: argparse.Namespace) -> int:
     name = f"{row['trial_id'] or row['task']}-row{args.row}{'-' + args.controller if args.controller else ''}.png"
     title = f"{row['task']} · {who} · {condition.name} · success {result.success}"
     print(f"image strip: {replay.save_strip(frames, Path(args.out) / name, title)}")
+    return 0
+
+
+# --- datasets: the cache's catalog (tasks/catalog.py) ---------------------------------------------
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "list":
+            print(catalog.catalog(args.cache_dir).describe())
+            return 0
+        summary = catalog.find(args.key, args.cache_dir)
+        if args.action == "inspect":
+            report = catalog.inspect(summary)
+            print(report.describe())
+            return 1 if report.damaged else 0  # a damaged shard fails the check, as a checksum tool's exit says
+        path = catalog.preview(summary, args.out, episode=args.episode, frames=args.frames)
+    except catalog.CatalogError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"episode {args.episode} of {summary.key} ({summary.task_name}, {summary.recipe}) -> {path}")
     return 0
 
 

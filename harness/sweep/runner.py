@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 
 from harness.report import results
+from harness.sweep import progress, tracking
 from harness.sweep.config import ConfigError, SweepConfig, expand_trials
 from harness.trial.parts import trial_data
+from harness.trial.progress import Progress, ProgressThrottle
 from harness.trial.spec import TrialSpec
 from harness.trial.trial import execute_trial
 
@@ -130,24 +133,44 @@ def _trainable(config: dict[str, Any], trials: dict[str, TrialSpec], root: str) 
     import ray
     from ray import tune
 
-    spec = trials[config["trial_id"]]
-    if "searched" in config:
-        spec = spec.with_values(config["searched"])  # a searched sample is a trial of its own id
+    spec = spec_of(config, trials)
     gpus = ray.get_gpu_ids()
+    throttle = ProgressThrottle()  # every report is a Tune iteration: progress alone at most every few seconds
 
     def report(metrics: dict[str, Any]) -> None:
-        tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+        if throttle.admit(metrics):
+            tune.report({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
 
     started = time.perf_counter()
     rows = execute_trial(spec, root, device="cuda" if gpus else "cpu", world_size=max(1, len(gpus)), report=report)
     ok = [r for r in rows if r.status == "ok"]
+    ended = Progress("done") if ok else Progress("failed", error=str(rows[0].error).splitlines()[0])
     tune.report(
         {
             "status_ok": float(bool(ok)),
             "success_rate": float(ok[0].success_rate) if ok else 0.0,
             "trial_seconds": time.perf_counter() - started,
+            **ended.metrics(),
         }
     )
+
+
+def spec_of(config: dict[str, Any], trials: dict[str, TrialSpec]) -> TrialSpec:
+    """The spec a Tune trial's config names (a searched sample is a trial of its own id)."""
+    spec = trials[config["trial_id"]]
+    return spec.with_values(config["searched"]) if "searched" in config else spec
+
+
+def _trial_naming(trials: dict[str, TrialSpec]) -> dict[str, Any]:
+    """TuneConfig's naming: a Tune trial is named (and its folder) by its trial id, not ``_trainable_<hash>``."""
+
+    def name(trial) -> str:
+        return spec_of(trial.config, trials).trial_id
+
+    def folder(trial) -> str:  # a searched sample may repeat another's values: Tune's id keeps folders apart
+        return f"{name(trial)}_{trial.trial_id}" if "searched" in trial.config else name(trial)
+
+    return {"trial_name_creator": name, "trial_dirname_creator": folder}
 
 
 @dataclass
@@ -156,6 +179,9 @@ class SweepOutcome:
     trial_seconds: float  # the sum of trial wall-clocks
     slots: int  # trials that could run at once
     failed: int
+    # Trial id -> its error in one line, for each trial Ray ended with an error (its worker died, or the trial
+    # raised outside the rows it records, e.g. its rows could not be written): such a trial has no rows.
+    errors: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         """Wall-clock against the trial time the slots could have absorbed: the rest is Ray's overhead."""
@@ -183,12 +209,24 @@ def collect_datasets(trials: list[TrialSpec]) -> None:
             )
 
 
-def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, verbose: int = 1) -> SweepOutcome:
-    """Run the plan's pending trials on Ray Tune (local Ray when no address is given)."""
+def run_sweep(
+    sweep: SweepConfig, plan: SweepPlan, address: str | None = None, verbose: int = 1, live: bool | None = None
+) -> SweepOutcome:
+    """Run the plan's pending trials on Ray Tune (local Ray when no address is given).
+
+    ``verbose`` 1 shows wmbench's per-trial progress only (in place where stdout is a terminal, unless ``live``
+    says otherwise); 2 (``-v``) adds Ray's status table and the trials' own logs; 3 (``-vv``) Ray's verbose table.
+    """
     import ray
     from ray import tune
 
+    by_id = {trial.trial_id: trial for trial in plan.trials}
+    # Before Ray starts: a tracker's missing package stops the sweep, and its settings reach Ray's workers.
+    loggers = tracking.logger_callbacks(sweep, plan.root, functools.partial(spec_of, trials=by_id))
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    # Ctrl-C raises KeyboardInterrupt here (the command line says how far the sweep got and exits 130); Tune's own
+    # handler would instead end fit() as if the sweep were done and point at Tuner.restore, which --resume replaces.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     started = time.perf_counter()
     address = address or os.environ.get("RAY_ADDRESS") or "local"  # never join a stray cluster by accident
     if not ray.is_initialized():
@@ -203,29 +241,52 @@ def run_sweep(sweep: SweepConfig, plan: SweepPlan, address: str | None = None, v
             f"start; pass resources.cpu={max(int(cpus), 1)} (or run on a cluster with --address)"
         )
     collect_datasets(plan.pending if not plan.searched else plan.trials)
-    by_id = {trial.trial_id: trial for trial in plan.trials}
     trainable = tune.with_resources(tune.with_parameters(_trainable, trials=by_id, root=plan.root), resources)
+    if verbose <= 1:  # Ray's slow-operation warnings (a loaded machine, a tracker's actor starting) only with -v
+        logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+    waiting = [] if plan.searched else [trial.trial_id for trial in plan.pending]
+    shown = progress.view(plan.trials, waiting, live=False if verbose > 1 else live)  # -v: lines between Ray's tables
     run_config = tune.RunConfig(
         name=f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}",
         storage_path=f"{plan.root.rstrip('/')}/ray" if "://" in plan.root else str(Path(plan.root, "ray")),
         failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-        verbose=verbose,
+        callbacks=[shown, *loggers],
+        verbose=min(verbose - 1, 2) if verbose > 1 else 0,  # Ray's own table only with -v
     )
+    naming = _trial_naming(by_id)
     if plan.searched:
-        tuner = _search_tuner(sweep, plan, trainable, run_config)
+        tuner = _search_tuner(sweep, plan, trainable, run_config, naming)
     else:
         param_space = {"trial_id": tune.grid_search([trial.trial_id for trial in plan.pending])}
-        tuner = tune.Tuner(trainable, param_space=param_space, run_config=run_config)
-    grid = tuner.fit()
+        tuner = tune.Tuner(
+            trainable, param_space=param_space, tune_config=tune.TuneConfig(**naming), run_config=run_config
+        )
+    try:
+        with tracking.only_these_loggers():
+            grid = tuner.fit()
+    finally:
+        shown.close()  # an interrupted sweep leaves the terminal as it found it
     frame = grid.get_dataframe()
     trial_seconds = float(frame["trial_seconds"].sum()) if "trial_seconds" in frame else 0.0
-    failed = sum(1 for result in grid if result.error is not None)
+    errors = {spec_of(result.config, by_id).trial_id: _error_line(result.error) for result in grid if result.error}
     capacity = int(ray.cluster_resources().get("CPU", 1) // max(resources["cpu"], 1))
     slots = max(1, min(len(plan.pending) if not plan.searched else sweep.search.num_samples, capacity))
-    return SweepOutcome(time.perf_counter() - started, trial_seconds, slots, failed)
+    return SweepOutcome(time.perf_counter() - started, trial_seconds, slots, len(errors), errors)
 
 
-def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config):
+def _error_line(error: BaseException | str) -> str:
+    """A trial's error as Ray ended it, in one line: the exception the trial raised where Ray carries it."""
+    if isinstance(error, str):  # Ray's text trace, kept when the exception could not be pickled: it ends naming it
+        lines = [line.strip() for line in error.splitlines() if line.strip()]
+        return lines[-1] if lines else "an error Ray recorded without text"
+    cause = getattr(error, "cause", None)  # a RayTaskError wraps what the trainable raised
+    if isinstance(cause, BaseException):
+        error = cause
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
+def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config, naming: dict[str, Any]):
     """An Optuna search (through Ray Tune's OptunaSearch) over ``search.space`` for each base trial."""
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -242,6 +303,6 @@ def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config):
     return tune.Tuner(
         trainable,
         param_space={"trial_id": plan.trials[0].trial_id, "searched": space},
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=sweep.search.num_samples),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=sweep.search.num_samples, **naming),
         run_config=run_config,
     )

@@ -17,11 +17,13 @@ from harness.eval.cases import Case, make_cases
 from harness.eval.controllers import REFERENCE_CONTROLLERS, Controller, ModelController
 from harness.eval.protocol import EvalProtocol
 from harness.trial.checkpoints import load_or_train
+from harness.trial.progress import Progress
 from harness.trial.spec import TrialSpec
 from harness.trial.training import TrainStats
 from models.world_model import WorldModel
 from tasks.base import Task, make_task
 from tasks.data import Backend, Episodes, WindowDataset, collect
+from tasks.swm_data import open_converted
 
 HELDOUT_SEED_OFFSET = 1_000_003  # held-out episodes come from a different collection seed
 Report = Callable[[dict[str, Any]], None]
@@ -69,7 +71,8 @@ def trial_data(spec: TrialSpec, backend: Backend = "local", progress: bool = Fal
             backend=backend,
         )  # fmt: skip
 
-    train = dataset(data.episodes, data.seed)
+    # Converted data (tasks/swm_data.py) replace the training collection; held-out episodes are the task's own.
+    train = open_converted(data.source, task) if data.source is not None else dataset(data.episodes, data.seed)
     heldout = dataset(data.heldout_episodes, data.seed + HELDOUT_SEED_OFFSET)
     return TrialData(task, protocol, train, heldout)
 
@@ -86,6 +89,8 @@ def build_trial(
     model, e.g. to replay a case with a reference controller."""
     device = torch.device(device)
     torch.manual_seed(spec.seed)  # torch draws while the parts are built follow the trial seed (load_or_train reseeds)
+    if report is not None:
+        report(Progress("collecting").metrics())
     data = trial_data(spec)
     task, protocol = data.task, data.protocol
     cases, resampled = make_cases(task, data.case_source, protocol)
@@ -95,9 +100,30 @@ def build_trial(
         return TrialParts(task, protocol, data.train, data.heldout, cases, resampled, chosen)
     windows = WindowDataset(data.train, num_frames=spec.train.num_frames, frameskip=protocol.frameskip)
     overrides = {"history": protocol.history, **spec.model.overrides}  # planning context = training context
+    reported = None
+    if report is not None:
+        report(Progress("training", fraction=0.0, step=0, steps=spec.train.steps).metrics())
+        reported = TrainingRecords(report, spec.train.steps)
     model, stats = load_or_train(
         name, spec.model.size, task.image_size, protocol.frameskip * task.action_dim, overrides, windows,
-        data.train.key, spec.train, spec.seed, device, log_fn=report, world_size=world_size,
+        data.train.key, spec.train, spec.seed, device, log_fn=reported, world_size=world_size,
     )  # fmt: skip
+    if reported is not None and reported.calls == 0:  # a cached checkpoint: the records of the training that made it
+        for record in stats.history:
+            reported(record)
     chosen = ModelController(name, model, spec.planner, spec.seed, device, scaler=windows.scaler)
     return TrialParts(task, protocol, data.train, data.heldout, cases, resampled, chosen, model, windows, stats)
+
+
+class TrainingRecords:
+    """Training's ``log_fn``: each record (every loss term, lr, throughput, latent diagnostics) goes to
+    ``report`` as ``train/<name>``, with the trial's progress (step k of ``steps`` and the loss)."""
+
+    def __init__(self, report: Report, steps: int) -> None:
+        self.report, self.steps, self.calls = report, steps, 0
+
+    def __call__(self, record: dict[str, float]) -> None:
+        self.calls += 1
+        step = int(record["step"])
+        progress = Progress("training", fraction=step / self.steps, step=step, steps=self.steps, loss=record["loss"])
+        self.report({f"train/{name}": value for name, value in record.items()} | progress.metrics())

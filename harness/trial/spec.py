@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -22,7 +24,8 @@ from harness.eval.planners import PlannerConfig
 from harness.eval.protocol import EvalProtocol
 from harness.trial.training import TrainConfig
 from tasks.conditions import Condition
-from tasks.data import POLICIES
+from tasks.data import MANIFEST, POLICIES
+from tasks.factors import FACTORS
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class TaskSpec:
     image_size: int = 64
     options: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The bare field is named: a sweep's loader prefixes the task's place (``tasks[0].``).
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be at least 1 pixel, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -59,21 +67,45 @@ class DataSpec:
     heldout_episodes: int = 50  # a separate collection that held-out cases and diagnostics come from
     seed: int = 0  # data seed (shared by every model and trial seed)
     workers: int = 1  # collection processes inside a trial (a trial holds one CPU slot by default)
+    # A converted dataset's folder (absolute; python -m tasks.convert_swm writes one): the training episodes
+    # come from it instead of a collection; held-out episodes (cases, diagnostics) are still collected.
+    source: str | None = None
 
     def __post_init__(self) -> None:
+        problems = []  # every bad field, one line each: the sweep loader reports them all at once
+        if self.source is not None:
+            if not Path(self.source).is_absolute():  # Ray runs each trial in its own working directory
+                problems.append(f"data.source must be an absolute path, got {self.source!r}")
+            elif not (Path(self.source) / MANIFEST).is_file():
+                problems.append(
+                    f"data.source {self.source!r} holds no converted dataset (no {MANIFEST}); "
+                    "convert one with python -m tasks.convert_swm"
+                )
         if self.policy not in POLICIES:
-            raise ValueError(f"data.policy {self.policy!r} must be one of {', '.join(POLICIES)}")
+            problems.append(f"data.policy {self.policy!r} must be one of {', '.join(POLICIES)}")
         for name in ("episodes", "heldout_episodes", "workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"data.{name} must be at least 1, got {getattr(self, name)}")
+                problems.append(f"data.{name} must be at least 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
-            raise ValueError(f"data.steps must be at least 1 (or null for the task's default), got {self.steps}")
-        if not self.noise >= 0:
-            raise ValueError(f"data.noise must be a non-negative std, got {self.noise}")
+            problems.append(f"data.steps must be at least 1 (or null for the task's default), got {self.steps}")
+        if not 0 <= self.noise < math.inf:
+            problems.append(f"data.noise must be a non-negative, finite std, got {self.noise}")
+        if self.seed < 0:  # numpy's generators take no negative seed
+            problems.append(f"data.seed must be zero or positive, got {self.seed}")
+        if problems:
+            raise ValueError("\n".join(problems))
 
 
 # Fields that say where a trial sits in its sweep, not what it is: left out of the trial id.
 BOOKKEEPING = ("sweep", "variant")
+# Fields added after trial ids were first written, with the value that means "as before": left out of
+# the id while they hold it, so old ids (and resume) hold.
+LATER_FIELDS = {
+    ("data", "source"): None,
+    ("train", "cpu_bf16"): False,
+    ("planner", "precision"): "fp32",
+    ("planner", "compile"): False,
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +135,13 @@ class TrialSpec:
     def trial_id(self) -> str:
         """A readable, deterministic id: the same spec always gets the same id."""
         identity = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING}
+        for (section, name), unchanged in LATER_FIELDS.items():
+            if identity[section].get(name) == unchanged:
+                identity[section].pop(name, None)
+        for condition in identity["conditions"]:  # the factors of variation came later too: left out while 0
+            for name in FACTORS:
+                if condition.get(name) == 0.0:
+                    del condition[name]
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.task.name}-{self.model.name}-s{self.seed}-{digest}"
 

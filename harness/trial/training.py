@@ -2,9 +2,11 @@
 
 The loop follows LeWM's released recipe (REFERENCE.md, "Optimisation (released code)"): AdamW,
 linear warm-up over the first 1% of steps then cosine decay, gradient clipping at 1.0, bf16
-autocast on GPU. Every ``log_every`` steps it records each term of ``model.loss``, the
-throughput and three collapse diagnostics of the latents. A loss that turns NaN or inf
-raises :class:`TrainingDiverged`, which the trial turns into a ``failed`` row.
+autocast on GPUs, and on CPUs with bf16 units when ``cpu_bf16`` asks (harness/eval/precision.py). One optimisation step
+is a :class:`TrainStep`, which the speed benchmark (harness/bench/speed.py) times as trials run
+it. Every ``log_every`` steps the loop records each term of ``model.loss``, the throughput and
+three collapse diagnostics of the latents. A loss that turns NaN or inf raises
+:class:`TrainingDiverged`, which the trial turns into a ``failed`` row.
 
 Multi-GPU training is an argument of the same loop, as in nanoGPT: given a
 :class:`DistributedContext`, each process trains on its share of every global batch, DDP
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from harness.eval.precision import autocast_for, resolve_precision
 from models.blocks.sigreg import SIGReg, sigreg
 from models.world_model import WorldModel
 
@@ -58,24 +61,30 @@ class TrainConfig:
     weight_decay: float = 1e-3  # released code (AdamW)
     warmup_frac: float = 0.01  # released code: linear warm-up over 1% of steps, then cosine
     grad_clip: float = 1.0  # released code; 0 turns clipping off
-    bf16: bool = True  # released code trains in bf16; applied on CUDA only
-    compile: bool = False  # ours: torch.compile the model (GPU runs)
+    bf16: bool = True  # released code trains in bf16 on GPUs
+    # ours: bf16 autocast on CPUs with bf16 units (AMX / AVX-512 bf16) too. Off by default, so the CPU
+    # figures in the README keep the fp32 training they were measured with; `train.cpu_bf16=true` opts in.
+    cpu_bf16: bool = False
+    compile: bool = False  # ours: torch.compile the loss (forward and backward)
     log_every: int = 100  # ours: bookkeeping, does not change the weights
     num_workers: int = 0  # ours: DataLoader processes, does not change the weights
 
     def __post_init__(self) -> None:
+        problems = []  # every bad field, one line each: the sweep loader reports them all at once
         minimums = {"steps": 1, "batch_size": 1, "log_every": 1, "num_workers": 0, "num_frames": 2}
         for name, least in minimums.items():
             if getattr(self, name) < least:
-                raise ValueError(f"train.{name} must be at least {least}, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"train.weight_decay must be zero or positive, got {self.weight_decay}")
+                problems.append(f"train.{name} must be at least {least}, got {getattr(self, name)}")
+        if not 0 < self.lr < math.inf:
+            problems.append(f"train.lr must be positive and finite, got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            problems.append(f"train.weight_decay must be zero or positive and finite, got {self.weight_decay}")
         if not 0 <= self.warmup_frac <= 1:
-            raise ValueError(f"train.warmup_frac must lie in [0, 1], got {self.warmup_frac}")
-        if not self.grad_clip >= 0:
-            raise ValueError(f"train.grad_clip must be zero (no clipping) or positive, got {self.grad_clip}")
+            problems.append(f"train.warmup_frac must lie in [0, 1], got {self.warmup_frac}")
+        if not 0 <= self.grad_clip < math.inf:
+            problems.append(f"train.grad_clip must be zero (no clipping) or positive and finite, got {self.grad_clip}")
+        if problems:
+            raise ValueError("\n".join(problems))
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class TrainStats:
     final_loss: float  # mean over the last FINAL_WINDOW steps
     history: list[dict[str, float]] = field(default_factory=list)
     diagnostics: dict[str, float] = field(default_factory=dict)  # eff_rank, sigreg, latent_std, ...
+    precision: str | None = None  # "fp32" | "bf16": what the steps ran in (None: a checkpoint from before it was kept)
 
 
 def effective_rank(z: Tensor) -> float:
@@ -267,6 +277,61 @@ def group_means(terms: dict[str, Tensor], context: DistributedContext | None) ->
     return dict(zip(names, (means / context.world_size).tolist(), strict=True))
 
 
+class TrainStep:
+    """One optimisation step as :func:`train` takes it: the loss under the run's autocast, backward, clipping,
+    AdamW, and the learning-rate schedule.
+
+    Built once per run on a model already on its device. bf16 autocast applies where the device
+    has bf16 units (``precision`` says what runs); ``cfg.compile`` compiles the loss; AdamW is
+    fused on CPU and CUDA (one kernel over all parameters), foreach elsewhere. With a context,
+    the loss runs through DDP, which averages the gradients across the group in ``backward``.
+    The speed benchmark times this same object.
+    """
+
+    def __init__(
+        self, model: WorldModel, cfg: TrainConfig, device: torch.device, context: DistributedContext | None = None
+    ) -> None:
+        if context is None:
+            loss_fn = model.loss
+        else:
+            loss_fn = DistributedDataParallel(
+                _LossForward(model), device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.loss_fn = torch.compile(loss_fn) if cfg.compile else loss_fn
+        self.cfg, self.device, self.context = cfg, device, context
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        fused = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg.steps, cfg.warmup_frac)
+        )
+        wants_bf16 = cfg.bf16 and (device.type != "cpu" or cfg.cpu_bf16)
+        self.precision = resolve_precision("bf16" if wants_bf16 else "fp32", device)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self.scheduler.get_last_lr()[0]
+
+    def __call__(self, batch: dict[str, Tensor], step: int) -> dict[str, float]:
+        """Take 0-based step ``step`` on ``batch``; returns the loss terms (the group's means with a context).
+
+        Raises :class:`TrainingDiverged` before touching the weights when the loss is NaN or infinite.
+        """
+        with autocast_for(self.device, self.precision):
+            terms = self.loss_fn(batch)
+        means = group_means(terms, self.context)
+        if not math.isfinite(means["loss"]):
+            raise TrainingDiverged(step, means["loss"])
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()  # under DDP the gradients are averaged across the ranks here
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return means
+
+
 def train(
     model: WorldModel,
     dataset: Dataset,
@@ -297,18 +362,9 @@ def train(
     model.to(device)
     model.prepare(dataset)
     model.train()
-    if context is None:
-        step_fn = torch.compile(model.loss) if cfg.compile else model.loss
-    else:
-        wrapped = DistributedDataParallel(
-            _LossForward(model), device_ids=[device.index] if device.type == "cuda" else None
-        )
+    if context is not None:
         torch.manual_seed(seed + rank)  # dropout masks differ across ranks, as for independent samples
-        step_fn = torch.compile(wrapped) if cfg.compile else wrapped
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg.steps, cfg.warmup_frac))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    take_step = TrainStep(model, cfg, device, context)
     batches = infinite_batches(dataset, cfg, device, seed, context)
 
     history: list[dict[str, float]] = []
@@ -320,17 +376,7 @@ def train(
     for step in range(cfg.steps):
         step_began = time.perf_counter()
         batch = next(batches)
-        with autocast:
-            terms = step_fn(batch)
-        means = group_means(terms, context)
-        if not math.isfinite(means["loss"]):
-            raise TrainingDiverged(step, means["loss"])
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()  # under DDP the gradients are averaged across the ranks here
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        means = take_step(batch, step)
         if step == 0:
             first_loss = means["loss"]
         interval.add(means, len(batch["pixels"]) * world_size)
@@ -339,7 +385,7 @@ def train(
         if log_due(step, cfg):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            record = interval.flush(step + 1, scheduler.get_last_lr()[0])
+            record = interval.flush(step + 1, take_step.lr)
             if rank == 0:  # rank 0's share of the batch; no collectives inside
                 diagnostics = latent_batch_diagnostics(model, batch)
                 record |= diagnostics
@@ -364,4 +410,5 @@ def train(
         final_loss=interval.final_loss,
         history=history,
         diagnostics=diagnostics,
+        precision=take_step.precision,
     )

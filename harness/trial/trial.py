@@ -12,19 +12,23 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import torch
 
-from harness.eval.evaluation import EpisodeResult, run_episodes, summarize_episodes
+from harness.eval.cases import case_fingerprint
+from harness.eval.controllers import ModelController
+from harness.eval.evaluation import EpisodeResult, EvaluationProgress, run_episodes, summarize_episodes
 from harness.eval.probes import linear_probe
 from harness.eval.protocol import EvalProtocol
-from harness.eval.surprise import evaluate_surprise
+from harness.eval.surprise import evaluate_surprise, surprise_by_event
 from harness.report import results
 from harness.report.results import ConditionRow, EpisodeRow
 from harness.trial import provenance
 from harness.trial.parts import Report, TrialParts, build_trial
+from harness.trial.progress import Progress
 from harness.trial.spec import TrialSpec
 from tasks.base import task_class
 from tasks.conditions import Condition
@@ -42,16 +46,26 @@ def run_trial(
     report = report or (lambda metrics: None)
     started = datetime.now(UTC)
     device = torch.device(device)
+    for condition in spec.conditions:  # a factor the task lacks stops the trial before any data or training
+        condition.check_task(task_class(spec.task.name))
     parts = build_trial(spec, device, world_size, report)
+    if parts.model is not None and spec.diagnostics:
+        report(Progress("diagnostics").metrics())
     measured = _model_fields(spec, parts, device)
     # The row names what ran: a zoo entry with a stand-in part says so (e.g. dino_wm[mae] without DINOv2 weights).
     entry = parts.model.entry_name(spec.model.name) if parts.model is not None else spec.model.name
     identity = _identity(spec, parts.protocol, device, parts.task.requires) | {"model": entry}
+    cases = case_fingerprint(parts.task, parts.case_source.key, parts.cases)  # the same for every condition
     condition_rows, episode_rows = [], []
-    for condition in spec.conditions:
-        episodes = run_episodes(parts.controller, parts.task, parts.cases, parts.protocol, condition)
+    for index, condition in enumerate(spec.conditions):
+        evaluated = _evaluation_report(report, condition, index, len(spec.conditions))
+        episodes = run_episodes(
+            parts.controller, parts.task, parts.cases, parts.protocol, condition, on_progress=evaluated
+        )
         summary = summarize_episodes(episodes)
-        report({"condition": condition.name, **dataclasses.asdict(summary)})
+        figures = {f"eval/{condition.name}/{name}": value for name, value in dataclasses.asdict(summary).items()}
+        finished = EvaluationProgress(len(episodes), len(episodes), 0, 0, parts.protocol.budget)
+        report(figures | _evaluating(condition, index, len(spec.conditions), finished).metrics())  # never throttled
         log.info("%s %s: success %.2f", spec.task.name, condition.name, summary.success_rate)
         condition_rows.append(
             ConditionRow(
@@ -61,6 +75,7 @@ def run_trial(
                 axis=condition.axis,
                 magnitude=condition.magnitude,
                 **condition.params(),
+                camera_kind=parts.task.camera_kind if condition.moves_camera else None,
                 **dataclasses.asdict(summary),
                 **measured,
                 solved_starts_resampled=parts.solved_starts_resampled,
@@ -68,6 +83,7 @@ def run_trial(
                 data_policy=f"{spec.data.policy}(noise={spec.data.noise:g})",
                 data_policy_success=parts.train.info.get("policy_success_rate"),
                 case_split=parts.protocol.split,
+                case_fingerprint=cases,
                 encoder=parts.controller.describe(),
                 started_at=started,
                 finished_at=datetime.now(UTC),
@@ -78,11 +94,31 @@ def run_trial(
     return [dataclasses.replace(row, peak_mem_mb=peak) for row in condition_rows], episode_rows
 
 
+def _evaluation_report(
+    report: Report, condition: Condition, index: int, conditions: int
+) -> Callable[[EvaluationProgress], None]:
+    """The evaluation's ``on_progress``: a progress event for condition ``index`` of ``conditions``."""
+
+    def evaluated(progress: EvaluationProgress) -> None:
+        report(_evaluating(condition, index, conditions, progress).metrics())
+
+    return evaluated
+
+
+def _evaluating(condition: Condition, index: int, conditions: int, progress: EvaluationProgress) -> Progress:
+    """Evaluating condition ``index`` of ``conditions``: cases done, and the fraction of all conditions' work."""
+    return Progress(
+        "evaluating", fraction=(index + progress.fraction) / conditions, condition=condition.name,
+        condition_index=index, conditions=conditions, cases_done=progress.cases_done, cases=progress.cases,
+    )  # fmt: skip
+
+
 def _model_fields(spec: TrialSpec, parts: TrialParts, device: torch.device) -> dict[str, Any]:
     """The condition-independent columns of a model's rows: size, training figures and diagnostics."""
     if parts.model is None:
         return {}
-    model, stats = parts.model, parts.train_stats
+    model, stats, controller = parts.model, parts.train_stats, parts.controller
+    assert isinstance(controller, ModelController)  # a zoo model is planned by a ModelController (build_trial)
     fields = {
         "tokens_per_frame": model.tokens_per_frame,
         "num_params": model.num_params,
@@ -93,6 +129,10 @@ def _model_fields(spec: TrialSpec, parts: TrialParts, device: torch.device) -> d
         "final_loss": stats.final_loss,
         "latent_eff_rank": stats.diagnostics.get("eff_rank"),
         "sigreg_stat": stats.diagnostics.get("sigreg"),
+        "plan_precision": controller.precision,  # what ran on this device, which may be less than the spec asked
+        "plan_compile": spec.planner.compile,
+        "train_precision": stats.precision,
+        "train_compile": spec.train.compile,
     }
     if spec.diagnostics:
         fields |= model_diagnostics(parts, spec.seed, device)
@@ -120,6 +160,7 @@ def model_diagnostics(parts: TrialParts, seed: int, device: torch.device | str) 
         "probe_r2_by_quantity": [score["r2"] for score in quantities.values()],
         "probe_pearson_r": [score["pearson_r"] for score in quantities.values()],
         "surprise_auroc": surprise["surprise_auroc"],
+        **surprise_by_event(surprise),
     }
 
 

@@ -61,7 +61,9 @@ class ActionEncoder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(conv_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim))
 
     def forward(self, actions: Tensor) -> Tensor:
-        """(B, T, A) -> (B, T, out_dim)."""
+        """(B, T, A) -> (B, T, out_dim); T may be 0 (no past actions before a history of one frame)."""
+        if actions.shape[1] == 0:
+            return actions.new_zeros(actions.shape[0], 0, self.mlp[-1].out_features)
         smoothed = rearrange(self.conv(rearrange(actions, "b t a -> b a t")), "b c t -> b t c")
         return self.mlp(smoothed)
 
@@ -70,7 +72,8 @@ class CausalPredictor(nn.Module):
     """Causal transformer over one latent per frame with AdaLN-zero action conditioning in every block.
 
     ``dropout`` acts inside attention and MLP, ``emb_dropout`` on the input embeddings (the
-    authors' library: 0.1 and 0).
+    authors' library: 0.1 and 0). ``norm_eps`` and ``branch_norm`` pick the blocks' layout
+    (:class:`~models.blocks.vit.ConditionedBlock`; the authors' library: 1e-6 and True).
     """
 
     def __init__(
@@ -84,13 +87,18 @@ class CausalPredictor(nn.Module):
         dropout: float,
         emb_dropout: float,
         max_frames: int,
+        norm_eps: float = 1e-5,
+        branch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.max_frames = max_frames
         self.input = nn.Linear(latent_dim, width) if latent_dim != width else nn.Identity()
         self.pos_embed = nn.Parameter(torch.randn(1, max_frames, width) * 0.02)
         self.emb_dropout = nn.Dropout(emb_dropout)
-        self.blocks = nn.ModuleList(ConditionedBlock(width, heads, mlp_dim, dropout, dim_head) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            ConditionedBlock(width, heads, mlp_dim, dropout, dim_head, norm_eps=norm_eps, branch_norm=branch_norm)
+            for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(width)
 
     def forward(self, latents: Tensor, action_embeddings: Tensor) -> Tensor:

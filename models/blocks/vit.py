@@ -38,14 +38,19 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; ``dim_head`` may differ from dim / heads (LeWM's predictor: 16 × 64 at width 192)."""
+    """Multi-head self-attention; ``dim_head`` may differ from dim / heads (LeWM's predictor: 16 × 64 at width 192).
 
-    def __init__(self, dim: int, heads: int, dim_head: int | None = None, dropout: float = 0.0) -> None:
+    ``qkv_bias`` gives the query, key and value projections a bias (Hugging Face's ViT has one).
+    """
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int | None = None, dropout: float = 0.0, qkv_bias: bool = False
+    ) -> None:
         super().__init__()
         self.heads = heads
         dim_head = dim_head or dim // heads
         inner = heads * dim_head
-        self.qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
         self.dropout = dropout
 
@@ -70,11 +75,20 @@ class FeedForward(nn.Sequential):
 class Block(nn.Module):
     """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, dim_head: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_dim: int,
+        dropout: float = 0.0,
+        dim_head: int | None = None,
+        qkv_bias: bool = False,
+        norm_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, dim_head, dropout)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, heads, dim_head, dropout, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = FeedForward(dim, mlp_dim, dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
@@ -94,6 +108,10 @@ class ConditionedBlock(nn.Module):
     A zero-initialised Linear(cond_dim, 6·dim) turns the condition into shift, scale and
     gate for the attention and the MLP branch; at initialisation every gate is 0, so the
     block is the identity and the condition's influence is learned from there.
+
+    ``branch_norm`` is the authors' library's layout (stable-worldmodel's LeWM): each branch
+    normalises its modulated input once more, with an affine LayerNorm, before attention and
+    before the MLP. ``norm_eps`` is the AdaLN norms' epsilon (theirs: 1e-6).
     """
 
     def __init__(
@@ -104,12 +122,16 @@ class ConditionedBlock(nn.Module):
         dropout: float = 0.0,
         dim_head: int | None = None,
         cond_dim: int | None = None,
+        norm_eps: float = 1e-5,
+        branch_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.attn = Attention(dim, heads, dim_head, dropout)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.mlp = FeedForward(dim, mlp_dim, dropout)
+        self.attn_norm = nn.LayerNorm(dim) if branch_norm else nn.Identity()
+        self.mlp_norm = nn.LayerNorm(dim) if branch_norm else nn.Identity()
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim or dim, 6 * dim))
         nn.init.zeros_(self.modulation[-1].weight)
         nn.init.zeros_(self.modulation[-1].bias)
@@ -119,8 +141,8 @@ class ConditionedBlock(nn.Module):
         if cond.ndim == 2:
             cond = rearrange(cond, "b c -> b 1 c")
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.modulation(cond).chunk(6, dim=-1)
-        x = x + gate_attn * self.attn(modulate(self.norm1(x), shift_attn, scale_attn), mask, is_causal)
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + gate_attn * self.attn(self.attn_norm(modulate(self.norm1(x), shift_attn, scale_attn)), mask, is_causal)
+        return x + gate_mlp * self.mlp(self.mlp_norm(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 
 def sincos_2d(grid: int, dim: int) -> Tensor:
@@ -151,7 +173,8 @@ class ViTEncoder(nn.Module):
     """Vision transformer: patches + a CLS token + learned positional embeddings -> pre-norm blocks -> LayerNorm.
 
     ``pos_init="sincos"`` starts the positional embeddings from a 2-D sine-cosine grid
-    instead of noise, so where a patch sits is readable from the first step.
+    instead of noise, so where a patch sits is readable from the first step. ``qkv_bias`` and
+    ``norm_eps`` (1e-12 there) give Hugging Face's ``ViTModel`` layout, which the authors' LeWM uses.
     """
 
     def __init__(
@@ -165,6 +188,8 @@ class ViTEncoder(nn.Module):
         dropout: float = 0.0,
         channels: int = 3,
         pos_init: str = "random",
+        qkv_bias: bool = False,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(image_size, patch_size, dim, channels)
@@ -175,8 +200,10 @@ class ViTEncoder(nn.Module):
                 self.pos_embed[0, 1:] = sincos_2d(image_size // patch_size, dim)
         elif pos_init != "random":
             raise ValueError(f"pos_init must be 'random' or 'sincos', got {pos_init!r}")
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_dim, dropout) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(
+            [Block(dim, heads, mlp_dim, dropout, qkv_bias=qkv_bias, norm_eps=norm_eps) for _ in range(depth)]
+        )
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         nn.init.normal_(self.cls_token, std=0.02)
 
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
@@ -22,7 +23,7 @@ from models.blocks.predictor import CPU_TINY_SIZES, ActionEncoder, CausalPredict
 from models.blocks.sigreg import SIGReg
 from models.blocks.vit import ViTEncoder
 from models.presets import resolve_config
-from models.world_model import WorldModel
+from models.world_model import RolloutStart, WorldModel
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,34 @@ class LeWM(WorldModel):
         latents = rearrange(z_hist, "b t 1 d -> b t d")
         hidden = self.predictor(latents, self.action_encoder(actions))  # (B, T, width)
         return rearrange(self.predictor_projector(hidden), "b t d -> b t 1 d")
+
+    def start_rollout(self, z_hist: Tensor, past_actions: Tensor) -> RolloutStart:
+        """The history's latents (B, h, 1, D) and its past action blocks (B, h-1, A), embedded once per plan."""
+        return RolloutStart(z_hist, past_actions, self.action_encoder(past_actions))  # embeddings (B, h-1, width)
+
+    def rollout_from(self, start: RolloutStart, plan: Tensor) -> Tensor:
+        """Imagine H latents autoregressively: plan (B, H, A) -> (B, H, 1, D).
+
+        The plan's blocks are embedded in one call beside the past ones; each step runs the
+        predictor over the last ``history`` frames and their blocks, and only the last token,
+        the one that predicts the next frame, goes through the output projector. In eval mode
+        (BatchNorm per position) this equals :meth:`WorldModel.rollout` over :meth:`predict`.
+        """
+        horizon = plan.shape[1]
+        latents = rearrange(start.latents, "b t 1 d -> b t d")  # (B, h, D)
+        blocks = torch.cat([start.past_embeddings, self.action_encoder(plan)], dim=1)  # (B, h-1+H, width)
+        for _ in range(horizon):
+            seen = latents.shape[1]  # frames so far; block t moves frame t to t+1
+            window = slice(max(0, seen - self.history), seen)
+            hidden = self.predictor(latents[:, window], blocks[:, window])[:, -1]  # (B, width)
+            latents = torch.cat([latents, self.predictor_projector(hidden)[:, None]], dim=1)  # (B, seen+1, D)
+        return rearrange(latents[:, -horizon:], "b t d -> b t 1 d")
+
+    def rollout(self, z_hist: Tensor, plan: Tensor, past_actions: Tensor | None = None) -> Tensor:
+        """:meth:`rollout_from` a start made of ``z_hist`` and ``past_actions`` (zeros if None)."""
+        if past_actions is None:
+            past_actions = plan.new_zeros(plan.shape[0], z_hist.shape[1] - 1, plan.shape[-1])
+        return self.rollout_from(self.start_rollout(z_hist, past_actions), plan)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """MSE of teacher-forced next-latent prediction + λ·SIGReg of all embeddings per time step.

@@ -3,7 +3,8 @@
 :func:`build` reads rows into a typed :class:`Leaderboard` (build.py); ``sections.document`` turns
 it into one list of sections (sections.py) that markdown.py and html.py only lay out, with the
 figures of plots.py. The command (``python -m harness leaderboard``) lives in harness/sweep/cli.py:
-it calls :func:`build` and :func:`write` and prints the Markdown file.
+it calls :func:`build` and :func:`write` and prints the Markdown file. Several folders (and globs,
+:func:`expand`) make one standing board, merged where protocol and cases agree (merge.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from harness.report.leaderboard.build import (
     build,
     label,
 )
+from harness.report.leaderboard.merge import NoFoldersError, Refusal, Source, expand
 from harness.report.leaderboard.sections import FigureRef, Section
 
 __all__ = [
@@ -29,10 +31,14 @@ __all__ = [
     "Curve",
     "FigureRef",
     "Leaderboard",
+    "NoFoldersError",
     "NoResultsError",
+    "Refusal",
     "Section",
+    "Source",
     "build",
     "default_output_dir",
+    "expand",
     "label",
     "render",
     "to_html",
@@ -85,9 +91,14 @@ def default_output_dir(root: str | Path) -> Path:
     return Path(root) / "leaderboard"
 
 
-def render(root: str | Path, out_dir: str | Path | None = None, baseline: str | Path | None = None) -> dict[str, Path]:
-    """Build the leaderboard of ``root`` (default output: ROOT/leaderboard/), log its warnings, write it."""
+def render(
+    root: str | Path | list[str | Path], out_dir: str | Path | None = None, baseline: str | Path | None = None
+) -> dict[str, Path]:
+    """Build the leaderboard of ``root`` (one folder or several; default output: the first's leaderboard/), log its
+    warnings and refusals, write it."""
     board = build(root, baseline)
     for warning in board.warnings:
         logger.warning(warning)
-    return write(board, out_dir if out_dir is not None else default_output_dir(root))
+    for refusal in board.refused:
+        logger.warning(refusal.describe())
+    return write(board, out_dir if out_dir is not None else default_output_dir(board.root))

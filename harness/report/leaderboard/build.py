@@ -1,13 +1,14 @@
 """Read a sweep's rows back into a :class:`Leaderboard`: statistics with intervals, never bare means.
 
-Rows are grouped by protocol × task × entry × condition, where an entry is a (model, variant)
-pair and carries its row's ``role`` (a world model, or the floor or ceiling controller). Each
+Rows are grouped by protocol × task × entry × condition, where an entry is a (model, variant,
+source) triple and carries its row's ``role`` (a world model, or the floor or ceiling controller). Each
 success rate carries a stratified bootstrap CI over seeds and episodes; each perturbed condition
 is compared with the clean condition of the same trial on the same cases (paired on case_seed);
 every perturbation axis gets a curve of success vs magnitude that starts at the clean condition
 and its normalised AUC; entries are summarised across tasks by the interquartile mean and
 compared per task by the probability of improvement (rliable). Failed trials are counted and
-listed with their error.
+listed with their error. Several results folders share one board where their protocol and cases
+agree (merge.py); ``source`` names each row's folder ("" when the board reads one).
 
 Rows say what they are in their ``role``, ``variant``, ``axis`` and ``magnitude`` columns;
 nothing is parsed out of a name. Result folders written before those columns existed read
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,15 @@ import numpy as np
 import pandas as pd
 
 from harness.report import stats
+from harness.report.leaderboard.merge import (
+    UNKNOWN_CASES,
+    Refusal,
+    Source,
+    folder_labels,
+    merge,
+    source_of,
+    within_folder_warnings,
+)
 from harness.report.results import (
     CLEAN_AXIS,
     COMBINED_AXIS,
@@ -33,8 +44,8 @@ from harness.report.results import (
     load_verified,
 )
 
-GROUP = ["protocol_hash", "task", "model", "variant", "condition"]  # one row of the condition table
-ENTRY = ["protocol_hash", "task", "model", "variant"]  # one entry on one task: one line of a curve
+GROUP = ["protocol_hash", "task", "model", "variant", "source", "condition"]  # one row of the condition table
+ENTRY = ["protocol_hash", "task", "model", "variant", "source"]  # one entry on one task: one line of a curve
 WIDE_CI_HALF_WIDTH = 0.10  # warn when a success CI is wider than ±10 points: too few episodes or seeds to rank on
 UNKNOWN_PROTOCOL = "unknown"
 ALL_FAILED = "(all trials failed)"  # the condition of the placeholder row of an entry whose every trial failed
@@ -52,6 +63,7 @@ class Curve:
     task: str
     model: str
     variant: str
+    source: str  # the results folder's label ("" on a board of one folder)
     role: str
     axis: str
     clean_magnitude: float | None  # the axis's unperturbed value, read from the clean row (None: no clean row)
@@ -60,6 +72,7 @@ class Curve:
     success_ci_low: tuple[float, ...]
     success_ci_high: tuple[float, ...]
     auc: float  # stats.normalised_auc: mean success over the magnitude range; NaN with fewer than two points
+    camera_kind: str | None = None  # a camera axis: "viewpoint" (a moved MuJoCo camera) or "pixel" (frames warped)
 
 
 @dataclass
@@ -74,16 +87,19 @@ class Leaderboard:
     curves: list[Curve]  # one per protocol × task × entry × perturbation axis, in table order
     axes: list[str]  # the perturbation axes present, in ConditionRow's column order
     protocols: dict[str, dict[str, Any]]  # protocol_hash -> resolved protocol
-    root: str
+    root: str  # the first (founding) results folder
     baseline: str | None = None
     warnings: list[str] = field(default_factory=list)
     left_out: dict[str, str] = field(default_factory=dict)  # trial id -> why its files were not used
+    sources: list[Source] = field(default_factory=list)  # every folder read, the first founding the board
+    refused: list[Refusal] = field(default_factory=list)  # rows of later folders that could not join, and why
 
 
-def label(model: str, variant: str, role: str) -> str:
-    """An entry's display name, e.g. ``random (floor) · planner.name=mppi``; for display only, never a key."""
+def label(model: str, variant: str, role: str, source: str = "") -> str:
+    """An entry's display name, e.g. ``random (floor) · planner.name=mppi [quickstart]``; for display only."""
     name = {"floor": f"{model} (floor)", "ceiling": f"{model} (ceiling)"}.get(role, model)
-    return f"{name} · {variant}" if variant else name
+    name = f"{name} · {variant}" if variant else name
+    return f"{name} [{source}]" if source else name
 
 
 # --------------------------------------------------------------------------- reading rows
@@ -93,6 +109,7 @@ def label(model: str, variant: str, role: str) -> str:
 class _TrialOutcomes:
     """One trial's episode outcomes under one condition, in case_seed order."""
 
+    source: str
     trial_id: str
     seed: int
     success: np.ndarray  # (episodes,) bool
@@ -118,24 +135,38 @@ def _read(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]
         protocol_hash=conditions["protocol_hash"].fillna(UNKNOWN_PROTOCOL),
         variant=conditions["variant"].fillna(""),
         role=conditions["role"].fillna("model"),  # rows written before roles: re-run to get the floor and ceiling
+        case_fingerprint=conditions["case_fingerprint"].fillna(UNKNOWN_CASES),  # rows before fingerprints
     )
     return conditions, episodes, verified.left_out
 
 
-def _episode_index(episodes: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """(trial_id, condition) -> that trial's episodes under that condition, sorted by case_seed."""
+def _read_all(roots: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], list[Source], list[Refusal]]:
+    """:func:`_read` of each folder, merged where protocol and cases agree (merge.py): (condition rows, episode
+    rows, trials left out, the folders, the refusals); a trial id is named with its folder when several are read."""
+    read, left_out = [], {}
+    for label_, root in zip(folder_labels(roots), roots, strict=True):
+        conditions, episodes, lost = _read(root)
+        read.append((source_of(label_, root, conditions), conditions, episodes))
+        left_out |= {f"{label_}/{trial}" if label_ else trial: why for trial, why in lost.items()}
+    conditions, episodes, refused = merge(read)
+    return conditions, episodes, left_out, [source for source, *_ in read], refused
+
+
+def _episode_index(episodes: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """(source, trial_id, condition) -> that trial's episodes under that condition, sorted by case_seed."""
     if episodes.empty:
         return {}
-    ordered = episodes.sort_values(["trial_id", "condition", "case_seed", "episode"])
-    return {key: frame for key, frame in ordered.groupby(["trial_id", "condition"], sort=False)}
+    ordered = episodes.sort_values(["source", "trial_id", "condition", "case_seed", "episode"])
+    return {key: frame for key, frame in ordered.groupby(["source", "trial_id", "condition"], sort=False)}
 
 
-def _outcomes(row: pd.Series, index: dict[tuple[str, str], pd.DataFrame]) -> _TrialOutcomes | None:
+def _outcomes(row: pd.Series, index: dict[tuple[str, str, str], pd.DataFrame]) -> _TrialOutcomes | None:
     """The episodes behind a condition row; rebuilt as k successes of n when only the row exists."""
-    frame = index.get((row["trial_id"], row["condition"]))
+    frame = index.get((row["source"], row["trial_id"], row["condition"]))
     seed = int(row["seed"]) if pd.notna(row["seed"]) else -1
     if frame is not None and len(frame):
         return _TrialOutcomes(
+            source=row["source"],
             trial_id=row["trial_id"],
             seed=seed,
             success=frame["success"].to_numpy(dtype=bool),
@@ -147,7 +178,7 @@ def _outcomes(row: pd.Series, index: dict[tuple[str, str], pd.DataFrame]) -> _Tr
         return None
     n = int(row["episodes"])
     k = int(round(row["success_rate"] * n))
-    return _TrialOutcomes(row["trial_id"], seed, np.arange(n) < k, None, np.array([]), np.array([]))
+    return _TrialOutcomes(row["source"], row["trial_id"], seed, np.arange(n) < k, None, np.array([]), np.array([]))
 
 
 def _axes(conditions: pd.DataFrame) -> list[str]:
@@ -209,8 +240,8 @@ def _condition_stats(
     pairs = [
         pair
         for t in trials
-        if t.trial_id in clean_of_trial and clean_of_trial[t.trial_id] is not t
-        if (pair := _pair_on_case_seed(clean_of_trial[t.trial_id], t)) is not None
+        if (t.source, t.trial_id) in clean_of_trial and clean_of_trial[t.source, t.trial_id] is not t
+        if (pair := _pair_on_case_seed(clean_of_trial[t.source, t.trial_id], t)) is not None
     ]
     if pairs:
         paired = stats.paired_comparison([clean for clean, _ in pairs], [perturbed for _, perturbed in pairs])
@@ -255,10 +286,13 @@ _STAT_COLUMNS = [
 def _condition_table(ok: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutcomes]], axes: list[str]) -> pd.DataFrame:
     """One row of statistics per GROUP of the successful trials, with its role, axis, magnitude and axis columns."""
     clean_of_trial = {
-        t.trial_id: t for key, rows in ok[ok["axis"] == CLEAN_AXIS].groupby(GROUP, sort=False) for t in outcomes[key]
+        (t.source, t.trial_id): t
+        for key, rows in ok[ok["axis"] == CLEAN_AXIS].groupby(GROUP, sort=False)
+        for t in outcomes[key]
     }
     axis_columns = [axis for axis in axes if axis in ok.columns]  # each axis is a ConditionRow field, so a column
     described = ["role", "axis", "magnitude", *axis_columns]  # what the condition is; the same on every row of a group
+    described += ["camera_kind"] if "camera_kind" in ok.columns else []  # absent from files written before it
     records = []
     for key, rows in ok.groupby(GROUP, sort=False):
         record = dict(zip(GROUP, key, strict=True))
@@ -271,12 +305,13 @@ def _condition_table(ok: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutcomes
 
 def _failed_trials(conditions: pd.DataFrame) -> pd.DataFrame:
     failed = conditions[conditions["status"] == "failed"]
-    columns = ["protocol_hash", "task", "model", "variant", "role", "seed", "trial_id", "condition", "error"]
+    columns = ["protocol_hash", "task", "model", "variant", "source", "role", "seed", "trial_id", "condition", "error"]
     if failed.empty:
         return pd.DataFrame(columns=columns)
-    first = failed.sort_values("condition", na_position="first").drop_duplicates("trial_id")
+    first = failed.sort_values("condition", na_position="first").drop_duplicates(["source", "trial_id"])
     first = first.assign(error=first["error"].fillna("(no error recorded)"))
-    return first[columns].sort_values(["protocol_hash", "task", "model", "variant", "seed"]).reset_index(drop=True)
+    order = ["protocol_hash", "task", "model", "variant", "source", "seed"]
+    return first[columns].sort_values(order).reset_index(drop=True)
 
 
 def _add_failures(table: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
@@ -308,9 +343,10 @@ def _curves(table: pd.DataFrame, axes: list[str]) -> list[Curve]:
             start = clean.iloc[0].get(axis, np.nan) if len(clean) else np.nan  # the axis's unperturbed value
             points = pd.concat([clean.iloc[:1].assign(magnitude=start), perturbed]) if pd.notna(start) else perturbed
             points = points.sort_values("magnitude", kind="stable")
+            kinds = perturbed["camera_kind"].dropna() if "camera_kind" in perturbed.columns else pd.Series()
             curves.append(
                 Curve(
-                    *key,
+                    **dict(zip(ENTRY, key, strict=True)),
                     role=rows["role"].iloc[0],
                     axis=axis,
                     clean_magnitude=float(start) if pd.notna(start) else None,
@@ -319,6 +355,7 @@ def _curves(table: pd.DataFrame, axes: list[str]) -> list[Curve]:
                     success_ci_low=tuple(points["success_ci_low"].astype(float)),
                     success_ci_high=tuple(points["success_ci_high"].astype(float)),
                     auc=stats.normalised_auc(points["magnitude"], points["success"]),
+                    camera_kind=str(kinds.iloc[0]) if len(kinds) else None,
                 )
             )
     return curves
@@ -344,10 +381,13 @@ def _baseline_comparison(
     current: dict[tuple, list[_TrialOutcomes]],
     baseline: dict[tuple, list[_TrialOutcomes]],
 ) -> pd.DataFrame:
-    """Success of this run minus the baseline's per group: paired on (seed, case_seed) where both ran the same cases."""
+    """Success of this run minus the baseline's per group: paired on (seed, case_seed) where both ran the same cases.
+    Every folder of a merged board is compared with the baseline folder's same group."""
+    at = GROUP.index("source")
+    before_of = {key[:at] + key[at + 1 :]: trials for key, trials in baseline.items()}
     records = []
     for key in table.set_index(GROUP).index:
-        now, before = current.get(key, []), baseline.get(key, [])
+        now, before = current.get(key, []), before_of.get(key[:at] + key[at + 1 :], [])
         if not now or not before:
             continue
         record: dict[str, Any] = dict(zip(GROUP, key, strict=True))
@@ -389,7 +429,9 @@ def _model_summaries(table: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutco
     """IQM of clean per-seed success across tasks, per protocol × entry, with a task-stratified CI."""
     clean = table[(table["axis"] == CLEAN_AXIS) & (table["seeds"] > 0)]
     records = []
-    for (protocol, model, variant), rows in clean.groupby(["protocol_hash", "model", "variant"], sort=False):
+    for (protocol, model, variant, source), rows in clean.groupby(
+        ["protocol_hash", "model", "variant", "source"], sort=False
+    ):
         by_task = [[t.success for t in outcomes[tuple(row[GROUP])]] for _, row in rows.iterrows()]
         interval = stats.iqm_bootstrap_ci(by_task)
         records.append(
@@ -397,6 +439,7 @@ def _model_summaries(table: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutco
                 "protocol_hash": protocol,
                 "model": model,
                 "variant": variant,
+                "source": source,
                 "role": rows["role"].iloc[0],
                 "iqm": interval.estimate,
                 "iqm_ci_low": interval.low,
@@ -405,9 +448,13 @@ def _model_summaries(table: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutco
                 "runs": int(rows["seeds"].sum()),
             }
         )
-    columns = ["protocol_hash", "model", "variant", "role", "iqm", "iqm_ci_low", "iqm_ci_high", "tasks", "runs"]
+    columns = ["protocol_hash", "model", "variant", "source", "role", "iqm", "iqm_ci_low", "iqm_ci_high"]
+    columns += ["tasks", "runs"]
     models = pd.DataFrame.from_records(records, columns=columns)
     return models.sort_values(["protocol_hash", "iqm"], ascending=[True, False]).reset_index(drop=True)
+
+
+_SIDE = ("model", "variant", "role", "source")  # what names an entry in a pair of the improvement table
 
 
 def _improvement(table: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutcomes]]) -> pd.DataFrame:
@@ -415,45 +462,45 @@ def _improvement(table: pd.DataFrame, outcomes: dict[tuple, list[_TrialOutcomes]
     clean = table[(table["axis"] == CLEAN_AXIS) & (table["seeds"] > 0)]
     records = []
     for (protocol, task), rows in clean.groupby(["protocol_hash", "task"], sort=False):
-        entries = list(rows[["model", "variant", "role"]].itertuples(index=False, name=None))
+        entries = list(rows[list(_SIDE)].itertuples(index=False, name=None))
         runs = [[t.success.mean() for t in outcomes[tuple(row[GROUP])]] for _, row in rows.iterrows()]
         for (x, runs_x), (y, runs_y) in itertools.combinations(zip(entries, runs, strict=True), 2):
             records.append(
                 {
                     "protocol_hash": protocol,
                     "task": task,
-                    **{f"{column}_x": value for column, value in zip(("model", "variant", "role"), x, strict=True)},
-                    **{f"{column}_y": value for column, value in zip(("model", "variant", "role"), y, strict=True)},
+                    **{f"{column}_x": value for column, value in zip(_SIDE, x, strict=True)},
+                    **{f"{column}_y": value for column, value in zip(_SIDE, y, strict=True)},
                     "p_x_better": stats.probability_of_improvement(runs_x, runs_y),
                     "runs_x": len(runs_x),
                     "runs_y": len(runs_y),
                 }
             )
-    sides = [f"{column}_{side}" for side in "xy" for column in ("model", "variant", "role")]
+    sides = [f"{column}_{side}" for side in "xy" for column in _SIDE]
     columns = ["protocol_hash", "task", *sides, "p_x_better", "runs_x", "runs_y"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
-PROBE_COLUMNS = ["protocol_hash", "task", "model", "variant", "quantity", "pearson_r", "r2", "seeds"]
+PROBE_COLUMNS = ["protocol_hash", "task", "model", "variant", "source", "quantity", "pearson_r", "r2", "seeds"]
 
 
 def _probes(ok: pd.DataFrame) -> pd.DataFrame:
     """Mean probe Pearson r and R² over seeds per protocol × task × entry × quantity (one clean row per trial)."""
     if "probe_quantities" not in ok.columns:
         return pd.DataFrame(columns=PROBE_COLUMNS)
-    clean = ok[(ok["axis"] == CLEAN_AXIS) & ok["probe_quantities"].notna()].drop_duplicates("trial_id")
+    clean = ok[(ok["axis"] == CLEAN_AXIS) & ok["probe_quantities"].notna()].drop_duplicates(["source", "trial_id"])
     records = [
         {"protocol_hash": row.protocol_hash, "task": row.task, "model": row.model, "variant": row.variant,
-         "quantity": quantity, "pearson_r": float(r), "r2": float(r2)}
+         "source": row.source, "quantity": quantity, "pearson_r": float(r), "r2": float(r2)}
         for row in clean.itertuples()
         for quantity, r, r2 in zip(row.probe_quantities, row.probe_pearson_r, row.probe_r2_by_quantity, strict=True)
     ]  # fmt: skip
     if not records:
         return pd.DataFrame(columns=PROBE_COLUMNS)
-    keys = PROBE_COLUMNS[:5]
+    keys = PROBE_COLUMNS[:6]
     table = pd.DataFrame.from_records(records).groupby(keys, sort=False)
     means = table[["pearson_r", "r2"]].mean().join(table.size().rename("seeds")).reset_index()
-    return means[PROBE_COLUMNS].sort_values(keys[:4], kind="stable").reset_index(drop=True)
+    return means[PROBE_COLUMNS].sort_values(keys[:5], kind="stable").reset_index(drop=True)
 
 
 def _left_out_warnings(left_out: dict[str, str], root: str | Path) -> list[str]:
@@ -490,9 +537,14 @@ def _warnings(table: pd.DataFrame, conditions: pd.DataFrame, failed: pd.DataFram
     return warnings
 
 
-def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
-    """Read a results folder (and optionally a baseline folder) into every table and curve the leaderboard shows."""
-    conditions, episodes, left_out = _read(root)
+def build(roots: str | Path | Sequence[str | Path], baseline: str | Path | None = None) -> Leaderboard:
+    """Read a results folder, or several (merged where protocol and cases agree: merge.py), and optionally a
+    baseline folder, into every table and curve the leaderboard shows."""
+    folders = [str(roots)] if isinstance(roots, str | Path) else [str(root) for root in roots]
+    if not folders:
+        raise NoResultsError("no results folder given")
+    conditions, episodes, left_out, sources, refused = _read_all(folders)
+    where = ", ".join(folders)
     ok = conditions[conditions["status"] != "failed"]
     outcomes = _group_outcomes(ok, _episode_index(episodes))
     failed = _failed_trials(conditions)
@@ -502,6 +554,7 @@ def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
     table["wide_ci"] = table["success_half_width"] > WIDE_CI_HALF_WIDTH
     if baseline is not None:
         base_conditions, base_episodes, _ = _read(baseline)
+        base_conditions, base_episodes = base_conditions.assign(source=""), base_episodes.assign(source="")
         base_ok = base_conditions[base_conditions["status"] != "failed"]
         comparison = _baseline_comparison(table, outcomes, _group_outcomes(base_ok, _episode_index(base_episodes)))
         table = table.merge(comparison, on=GROUP, how="left") if len(comparison) else table
@@ -509,7 +562,7 @@ def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
 
     table = table.assign(_entry=_entry_order(table), _axis=_axis_order(table, axes))
     table = table.sort_values(
-        ["protocol_hash", "task", "_entry", "model", "variant", "_axis", "magnitude", "condition"]
+        ["protocol_hash", "task", "_entry", "model", "variant", "source", "_axis", "magnitude", "condition"]
     )
     table = table.drop(columns=["_entry", "_axis"]).reset_index(drop=True)
 
@@ -522,8 +575,12 @@ def build(root: str | Path, baseline: str | Path | None = None) -> Leaderboard:
         curves=_curves(table, axes),
         axes=axes,
         protocols=_protocols(conditions),
-        root=str(root),
+        root=folders[0],
         baseline=str(baseline) if baseline is not None else None,
-        warnings=_warnings(table, conditions, failed, root) + _left_out_warnings(left_out, root),
+        warnings=_warnings(table, conditions, failed, where)
+        + within_folder_warnings(conditions)
+        + _left_out_warnings(left_out, where),
         left_out=left_out,
+        sources=sources,
+        refused=refused,
     )

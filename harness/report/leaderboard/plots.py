@@ -18,14 +18,14 @@ from harness.report.leaderboard.sections import FigureRef  # noqa: E402
 _ROLE_COLOURS = {"floor": "0.55", "ceiling": "0.15"}  # the reference controllers in grey, darker for the ceiling
 
 
-def _colours(board: Leaderboard) -> dict[tuple[str, str], object]:
-    """(model, variant) -> colour, the same in every figure: the floor and ceiling grey, entries from tab10."""
-    entries = board.conditions[["model", "variant", "role"]].drop_duplicates(["model", "variant"])
+def _colours(board: Leaderboard) -> dict[tuple[str, str, str], object]:
+    """(model, variant, source) -> colour, the same in every figure: the floor and ceiling grey, entries from tab10."""
+    entries = board.conditions[["model", "variant", "source", "role"]].drop_duplicates(["model", "variant", "source"])
     palette = plt.get_cmap("tab10").colors
-    models = sorted((m, v) for m, v, role in entries.itertuples(index=False) if role not in _ROLE_COLOURS)
-    colours: dict[tuple[str, str], object] = {entry: palette[i % len(palette)] for i, entry in enumerate(models)}
-    for model, variant, role in entries.itertuples(index=False):
-        colours.setdefault((model, variant), _ROLE_COLOURS.get(role, "0.4"))
+    models = sorted((m, v, s) for m, v, s, role in entries.itertuples(index=False) if role not in _ROLE_COLOURS)
+    colours: dict[tuple[str, str, str], object] = {entry: palette[i % len(palette)] for i, entry in enumerate(models)}
+    for model, variant, source, role in entries.itertuples(index=False):
+        colours.setdefault((model, variant, source), _ROLE_COLOURS.get(role, "0.4"))
     return colours
 
 
@@ -39,9 +39,9 @@ def _robustness(board: Leaderboard, protocol_hash: str, axis: str) -> plt.Figure
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for curve in (c for c in curves if c.task == task):
-            colour = colours[(curve.model, curve.variant)]
+            colour = colours[(curve.model, curve.variant, curve.source)]
             x, y = np.asarray(curve.magnitudes), 100 * np.asarray(curve.success)
-            ax.plot(x, y, "o-", color=colour, label=label(curve.model, curve.variant, curve.role))
+            ax.plot(x, y, "o-", color=colour, label=label(curve.model, curve.variant, curve.role, curve.source))
             low, high = 100 * np.asarray(curve.success_ci_low), 100 * np.asarray(curve.success_ci_high)
             ax.fill_between(x, low, high, color=colour, alpha=0.15)
         for clean in sorted({c.clean_magnitude for c in curves if c.task == task and c.clean_magnitude is not None}):
@@ -70,7 +70,8 @@ def _pareto(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for row in clean[(clean["task"] == task) & anchors].itertuples():
-            colour, name = colours[(row.model, row.variant)], label(row.model, row.variant, row.role)
+            colour = colours[(row.model, row.variant, row.source)]
+            name = label(row.model, row.variant, row.role, row.source)
             ax.axhline(100 * row.success, color=colour, ls=":", lw=1.2, label=name)
         points = planners[planners["task"] == task].sort_values(["plan_ms_median", "success"], ascending=[True, False])
         for row in points.itertuples():
@@ -79,11 +80,11 @@ def _pareto(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
                 100 * row.success,
                 yerr=[[100 * (row.success - row.success_ci_low)], [100 * (row.success_ci_high - row.success)]],
                 fmt="o",
-                color=colours[(row.model, row.variant)],
+                color=colours[(row.model, row.variant, row.source)],
                 capsize=3,
             )
             ax.annotate(
-                label(row.model, row.variant, row.role),
+                label(row.model, row.variant, row.role, row.source),
                 (row.plan_ms_median, 100 * row.success),
                 fontsize=8,
                 xytext=(4, 4),
@@ -102,20 +103,21 @@ def _pareto(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
 
 def _surprise(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
     """Surprise AUROC (impossible vs possible events) per task and entry; 0.5 is chance."""
-    values = rows[rows["surprise_auroc"].notna()].drop_duplicates(["task", "model", "variant"])
+    values = rows[rows["surprise_auroc"].notna()].drop_duplicates(["task", "model", "variant", "source"])
     if values.empty:
         return None
     tasks = sorted(values["task"].unique())
-    entries = sorted(set(values[["model", "variant", "role"]].itertuples(index=False, name=None)))
+    entries = sorted(set(values[["model", "variant", "source", "role"]].itertuples(index=False, name=None)))
     colours = _colours(board)
     width = 0.8 / len(entries)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.8 * len(tasks) * len(entries) ** 0.5), 3.4))
-    for k, (model, variant, role) in enumerate(entries):
-        mine = values[(values["model"] == model) & (values["variant"] == variant)]
+    for k, (model, variant, source, role) in enumerate(entries):
+        mine = values[(values["model"] == model) & (values["variant"] == variant) & (values["source"] == source)]
         by_task = mine.set_index("task")["surprise_auroc"]
         heights = [by_task.get(task, np.nan) for task in tasks]
         offsets = np.arange(len(tasks)) + k * width
-        ax.bar(offsets, heights, width, color=colours[(model, variant)], label=label(model, variant, role))
+        colour, name = colours[(model, variant, source)], label(model, variant, role, source)
+        ax.bar(offsets, heights, width, color=colour, label=name)
     ax.axhline(0.5, color="0.3", ls="--", lw=1, label="chance")
     ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks)
     ax.set(ylim=(0, 1), ylabel="surprise AUROC", title="Surprise on impossible events")

@@ -123,8 +123,8 @@ def _flag(row: pd.Series, key: str) -> bool:
     return isinstance(value, bool | np.bool_) and bool(value)
 
 
-def _label_cell(model: str, variant: str, role: str) -> Cell:
-    name = label(model, variant, role)
+def _label_cell(model: str, variant: str, role: str, source: str = "") -> Cell:
+    name = label(model, variant, role, source)
     return Cell(name, name)
 
 
@@ -155,6 +155,7 @@ def _columns(board: Leaderboard) -> list[tuple[str, str]]:
     columns = [
         ("task", "task"),
         ("model", "model"),
+        *([("sweep", "source")] if len(board.sources) > 1 else []),  # which folder a row of a merged board is from
         ("condition", "condition"),
         ("success % [95% CI]", "success"),
         ("Δ vs clean, pp [95% CI]", "delta"),
@@ -172,7 +173,7 @@ def _columns(board: Leaderboard) -> list[tuple[str, str]]:
 def _cell(row: pd.Series, key: str) -> Cell:
     if key == "model":
         return _label_cell(row["model"], row["variant"], row["role"])
-    if key in ("task", "condition"):
+    if key in ("task", "condition", "source"):
         return Cell(str(row[key]), str(row[key]))
     if key == "success":
         return Cell(_pct_ci(row["success"], row["success_ci_low"], row["success_ci_high"]), row["success"])
@@ -200,7 +201,7 @@ def _condition_section(board: Leaderboard, protocol_hash: str, rows: pd.DataFram
     """One protocol's condition table; a column without a value in any row (no baseline match, say) is left out."""
     columns = _columns(board)
     cells = [[_cell(row, key) for _, key in columns] for _, row in rows.iterrows()]
-    always = {"task", "model", "condition", "success", "notes"}
+    always = {"task", "model", "source", "condition", "success", "notes"}
     keep = [j for j, (_, key) in enumerate(columns) if key in always or any(row[j].text != MISSING for row in cells)]
     body = tuple(
         Row(tuple(row_cells[j] for j in keep), _marks(row["role"], _flag(row, "regression")))
@@ -241,7 +242,7 @@ def _iqm_section(models: pd.DataFrame) -> Section:
     rows = tuple(
         Row(
             (
-                _label_cell(m.model, m.variant, m.role),
+                _label_cell(m.model, m.variant, m.role, m.source),
                 Cell(_pct_ci(m.iqm, m.iqm_ci_low, m.iqm_ci_high), m.iqm),
                 Cell(m.tasks, m.tasks),
                 Cell(str(m.runs), m.runs),
@@ -259,8 +260,8 @@ def _improvement_section(pairs: pd.DataFrame) -> Section:
         Row(
             (
                 Cell(p.task, p.task),
-                _label_cell(p.model_x, p.variant_x, p.role_x),
-                _label_cell(p.model_y, p.variant_y, p.role_y),
+                _label_cell(p.model_x, p.variant_x, p.role_x, p.source_x),
+                _label_cell(p.model_y, p.variant_y, p.role_y, p.source_y),
                 Cell(f"{p.p_x_better:.2f}", p.p_x_better),
                 Cell(str(p.runs_x), p.runs_x),
                 Cell(str(p.runs_y), p.runs_y),
@@ -278,7 +279,7 @@ def _probe_section(probes: pd.DataFrame) -> Section:
         Row(
             (
                 Cell(p.task, p.task),
-                _label_cell(p.model, p.variant, "model"),
+                _label_cell(p.model, p.variant, "model", p.source),
                 Cell(p.quantity, p.quantity),
                 Cell(f"{p.pearson_r:.3f}", p.pearson_r),
                 Cell(f"{p.r2:.3f}", p.r2),
@@ -303,7 +304,7 @@ def _curve_section(protocol_hash: str, axis: str, curves: list[Curve]) -> Sectio
     rows = []
     for curve in curves:
         at = dict(zip(curve.magnitudes, curve.success, strict=True))
-        cells = [Cell(curve.task, curve.task), _label_cell(curve.model, curve.variant, curve.role)]
+        cells = [Cell(curve.task, curve.task), _label_cell(curve.model, curve.variant, curve.role, curve.source)]
         cells += [Cell(_pct(at.get(m, np.nan)), at.get(m, np.nan)) for m in magnitudes]
         rows.append(Row((*cells, Cell(_pct(curve.auc), curve.auc)), _marks(curve.role)))
     start = ", ".join(f"{axis}={m:g}" for m in clean_at) or "none: no clean condition"
@@ -311,6 +312,13 @@ def _curve_section(protocol_hash: str, axis: str, curves: list[Curve]) -> Sectio
         f"Success % vs {_words(axis)} (plot: 95% CI bands). The clean condition sits at the axis's unperturbed value "
         f"({start}); AUC %: normalised area under the curve, the mean success over the magnitudes run."
     )
+    kinds = {curve.task: curve.camera_kind for curve in curves if curve.camera_kind}
+    if kinds:  # a camera axis: say on which tasks the camera itself moved and where the frames were warped
+        by_task = "; ".join(f"{task}: {kind}" for task, kind in sorted(kinds.items()))
+        note += (
+            f" Camera change ({by_task}): viewpoint, a moved 3-D camera rendering the scene with parallax; "
+            "pixel, the rendered frame warped."
+        )
     figure = FigureRef("robustness", protocol_hash, axis)
     return Section(f"Robustness to {_words(axis)}", 3, notes=(note,), header=header, rows=tuple(rows), figure=figure)
 
@@ -324,17 +332,32 @@ def _failed_section(failed: pd.DataFrame) -> Section:
         return Section(title, 2, notes=("None.",))
     rows = []
     for f in failed.itertuples():
-        values = [f.trial_id, f.protocol_hash, f.task, label(f.model, f.variant, f.role), f.seed, f.condition]
+        values = [f.trial_id, f.protocol_hash, f.task, label(f.model, f.variant, f.role, f.source), f.seed, f.condition]
         cells = [Cell(_text(value), _text(value)) for value in values]
         error = _one_line(f.error)
         rows.append(Row((*cells, Cell(error, error, detail=str(f.error)))))
     return Section(title, 2, header=FAILED_COLUMNS, rows=tuple(rows))
 
 
+def _source_notes(board: Leaderboard) -> list[str]:
+    """On a merged board: which folders its rows come from (the sweep column), and what was left off and why."""
+    if len(board.sources) < 2:
+        return []
+    notes = [
+        "Merged from several results folders, each row marked with its folder in the sweep column; rows are "
+        "ranked together only where the protocol hash and the case fingerprint agree (the first folder founds "
+        "the board): " + "; ".join(source.describe() for source in board.sources) + "."
+    ]
+    notes += [f"⚠ {refusal.describe()}." for refusal in board.refused]
+    return notes
+
+
 def document(board: Leaderboard) -> list[Section]:
     """Every section of the leaderboard, in reading order: the page, each protocol's tables and figures, failures."""
-    where = f"Results: `{board.root}`" + (f"; baseline: `{board.baseline}`" if board.baseline else "")
-    page_notes = [where, *filter(None, [protocol_note(board.protocols)]), METHOD]
+    folders = [source.folder for source in board.sources] or [board.root]
+    where = "Results: " + ", ".join(f"`{folder}`" for folder in folders)
+    where += f"; baseline: `{board.baseline}`" if board.baseline else ""
+    page_notes = [where, *_source_notes(board), *filter(None, [protocol_note(board.protocols)]), METHOD]
     if board.left_out:
         page_notes.append(
             f"⚠ {len(board.left_out)} trial(s) left out of every statistic, their files unreadable or inconsistent "

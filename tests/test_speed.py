@@ -1,0 +1,290 @@
+"""Planning and training speed-ups keep the results, and the speed benchmark writes its rows.
+
+Behaviour, never time (DESIGN.md "Rules"): LeWM's cached rollout and the planner's encode-once
+cost give exactly the plain path's plans for the same seed; bf16 plans score like fp32 ones;
+bf16 is used only where the device has bf16 units, and rows say what ran; the benchmark runs at
+a tiny size in seconds and writes the documented columns. Each test was checked by breaking
+the thing it holds on a scratch copy and seeing it fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+import harness.eval.precision as precision
+from harness.bench import speed
+from harness.eval.cases import CaseView
+from harness.eval.controllers import ModelController, Observation, _generator
+from harness.eval.planners import LatentCost, PlannerConfig, make_planner
+from harness.report import results
+from harness.sweep.config import expand_trials, load_sweep
+from harness.trial.training import TrainConfig, TrainStep
+from harness.trial.trial import run_trial
+from models.blocks.vit import ConditionedBlock
+from models.lewm.model import LeWM
+from models.registry import build_model
+from models.world_model import WorldModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IMAGE_SIZE = 32
+ACTION_DIM = 10  # frameskip 5 × 2-D actions
+TINY_SWEEP = Path(__file__).parent / "data" / "tiny_sweep.yaml"
+PLANNER = PlannerConfig(samples=48, iterations=4, elites=6, horizon=3, receding=3)
+
+
+def action_sensitive(name: str, size: str, history: int) -> WorldModel:
+    """A tiny zoo model whose plans matter: AdaLN-zero starts every gate at 0 (actions ignored), so open them."""
+    torch.manual_seed(0)
+    model = build_model(name, size, IMAGE_SIZE, ACTION_DIM, history=history)
+    for module in model.modules():
+        if isinstance(module, ConditionedBlock):
+            nn.init.normal_(module.modulation[-1].weight, std=0.2)
+    return model.eval()
+
+
+def action_sensitive_lewm(history: int) -> LeWM:
+    return action_sensitive("lewm", "tiny", history)
+
+
+def episodes(history: int, count: int = 2, seed: int = 0) -> tuple[np.ndarray, Observation]:
+    """Goal images (K, H, W, 3) and one observation of ``history`` frames and the blocks between them."""
+    rng = np.random.default_rng(seed)
+    goals = rng.integers(0, 256, (count, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    pixels = rng.integers(0, 256, (count, history, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    past = rng.standard_normal((count, history - 1, ACTION_DIM)).astype(np.float32)
+    return goals, Observation(pixels, past, steps_taken=0)
+
+
+CASES = [CaseView(0, 11), CaseView(1, 12)]
+
+
+def controller_plan(model: WorldModel, planner: PlannerConfig, history: int) -> torch.Tensor:
+    controller = ModelController("lewm", model, planner, seed=0)
+    goals, observation = episodes(history)
+    controller.begin(CASES, goals)
+    return controller.plan(observation)
+
+
+def pixels_of(frames: np.ndarray) -> torch.Tensor:
+    return rearrange(torch.from_numpy(frames), "... h w c -> ... c h w").float() / 255
+
+
+def plain_plan(model: WorldModel, planner: PlannerConfig, history: int) -> torch.Tensor:
+    """The same CEM with nothing cached: every iteration encodes the history and the goal again, repeats them per
+    sample and rolls out through ``WorldModel.rollout`` (predict over every token, actions embedded at every step)."""
+    goals, observation = episodes(history)
+    past = torch.from_numpy(observation.past_actions)
+
+    @torch.inference_mode()
+    def cost(candidates: torch.Tensor) -> torch.Tensor:  # (K, S, H, A) -> (K, S)
+        samples = candidates.shape[1]
+        z_hist = model.encode(pixels_of(observation.pixels))  # (K, h, 1, D)
+        z_goal = model.encode(pixels_of(goals[:, None]))[:, -1]  # (K, 1, D)
+        per_sample = functools.partial(repeat, pattern="k ... -> (k s) ...", s=samples)
+        plans = rearrange(candidates, "k s h a -> (k s) h a")
+        final = WorldModel.rollout(model, per_sample(z_hist), plans, per_sample(past))[:, -1]
+        return rearrange((final - per_sample(z_goal)).pow(2).sum(dim=(-2, -1)), "(k s) -> k s", s=samples)
+
+    mean = torch.zeros(len(CASES), planner.horizon, ACTION_DIM)
+    return make_planner(planner).optimize(cost, mean, _generator(0, CASES))
+
+
+# --- the fast path is the plain path ---
+
+
+@pytest.mark.parametrize("history", [1, 3])
+def test_lewm_cached_rollout_equals_the_plain_rollout_over_predict(history):
+    """Past actions embedded once, the plan's blocks in one call, only the last token projected: the same latents."""
+    model = action_sensitive_lewm(history)
+    generator = torch.Generator().manual_seed(1)
+    z_hist = torch.randn(6, history, 1, model.config.latent_dim, generator=generator)
+    plan = torch.randn(6, 4, ACTION_DIM, generator=generator)
+    past = torch.randn(6, history - 1, ACTION_DIM, generator=generator)
+    with torch.inference_mode():
+        cached = model.rollout_from(model.start_rollout(z_hist, past), plan)
+        plain = WorldModel.rollout(model, z_hist, plan, past)
+    # Equal up to the last bit of fp32: the same products, in matrices of other shapes (BLAS may block them otherwise).
+    torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("history", [1, 3])
+def test_encode_once_planning_gives_exactly_the_plan_of_re_encoding_every_iteration(history):
+    """Same seed, same plan, bit for bit: the goal encoded per episode, the history and its start per plan."""
+    model = action_sensitive_lewm(history)
+    fast = controller_plan(model, PLANNER, history)
+    assert torch.equal(fast, plain_plan(model, PLANNER, history))
+    chunked = controller_plan(model, dataclasses.replace(PLANNER, chunk=17), history)  # chunks cut across episodes
+    assert torch.equal(chunked, fast)
+
+
+def test_a_plan_encodes_each_image_once_and_embeds_the_past_once_whatever_the_iterations():
+    """Goal per episode, history and past actions per plan; per iteration the plan's blocks, and one token per step."""
+    model = action_sensitive_lewm(3)
+    calls: dict[str, list[int]] = {"encoder": [], "action_encoder": [], "predictor_projector": []}
+    for name, sizes in calls.items():  # images into the encoder, vectors (rows of the last dim) into the others
+        size = len if name == "encoder" else lambda tensor: tensor.numel() // tensor.shape[-1]
+        getattr(model, name).register_forward_hook(
+            lambda _, inputs, __, sizes=sizes, size=size: sizes.append(size(inputs[0]))
+        )
+    controller_plan(model, PLANNER, history=3)
+    candidates = len(CASES) * PLANNER.samples
+    assert calls["encoder"] == [len(CASES), len(CASES) * 3]  # the goal (begin), then the history (plan)
+    assert calls["action_encoder"] == [len(CASES) * 2] + [candidates * PLANNER.horizon] * PLANNER.iterations
+    assert calls["predictor_projector"] == [candidates] * (PLANNER.iterations * PLANNER.horizon)  # the last token only
+
+
+# --- bf16 ---
+
+
+# LeWM's own rollout, and PLDM's ViT variant through WorldModel.rollout (whose latents come out in bf16 under autocast).
+@pytest.mark.parametrize(("name", "size"), [("lewm", "tiny"), ("pldm", "vit_tiny")])
+def test_bf16_costs_follow_fp32_closely_and_are_reduced_in_fp32(name, size):
+    model = action_sensitive(name, size, history=3)
+    generator = torch.Generator().manual_seed(2)
+    z_hist, goal = torch.randn(2, 3, 1, 64, generator=generator), torch.randn(2, 1, 64, generator=generator)
+    past = torch.randn(2, 2, ACTION_DIM, generator=generator)
+    candidates = torch.randn(2, 64, 5, ACTION_DIM, generator=generator)
+    with torch.inference_mode():
+        exact = LatentCost(model, z_hist, past, goal)(candidates)
+        rounded = LatentCost(model, z_hist, past, goal, precision="bf16")(candidates)
+    assert rounded.dtype == torch.float32
+    assert not torch.equal(rounded, exact)  # the rollout did run in bf16
+    torch.testing.assert_close(rounded, exact, rtol=1e-2, atol=0)
+    assert torch.equal(rounded.argmin(dim=1), exact.argmin(dim=1))  # the same best candidate in every episode
+
+
+def test_a_bf16_plan_gets_as_near_the_goal_as_the_fp32_plan(monkeypatch):
+    """Scored in fp32: CEM in bf16 keeps 90% of fp32's gain over the zero plan, and beats 500 random plans."""
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: True)  # autocast on CPU also runs without the units
+    model = action_sensitive_lewm(3)
+    planner = dataclasses.replace(PLANNER, iterations=16)
+    plans = {name: controller_plan(model, dataclasses.replace(planner, precision=name), 3) for name in ("fp32", "bf16")}
+    goals, observation = episodes(3)
+    with torch.inference_mode():
+        z_hist, z_goal = model.encode(pixels_of(observation.pixels)), model.encode(pixels_of(goals[:, None]))[:, -1]
+        cost = LatentCost(model, z_hist, torch.from_numpy(observation.past_actions), z_goal)
+        exact, rounded = (cost(plans[name][:, None])[:, 0] for name in ("fp32", "bf16"))  # (K,) each
+        zero_plan = cost(torch.zeros(len(CASES), 1, planner.horizon, ACTION_DIM))[:, 0]
+        random_plans = cost(
+            torch.randn(len(CASES), 500, planner.horizon, ACTION_DIM, generator=torch.Generator().manual_seed(3))
+        )
+    assert (rounded - exact).abs().max() <= 0.1 * (zero_plan - exact).min()
+    assert (rounded < random_plans.min(dim=1).values).all()
+
+
+def test_bf16_runs_only_where_the_device_has_bf16_units_and_says_what_ran(monkeypatch):
+    bf16 = dataclasses.replace(PLANNER, precision="bf16")
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: False)
+    assert ModelController("lewm", action_sensitive_lewm(1), bf16, seed=0).precision == "fp32"
+    cpu_bf16 = TrainConfig(bf16=True, cpu_bf16=True)
+    assert TrainStep(action_sensitive_lewm(1), cpu_bf16, torch.device("cpu")).precision == "fp32"
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: True)
+    assert ModelController("lewm", action_sensitive_lewm(1), bf16, seed=0).precision == "bf16"
+    step = TrainStep(action_sensitive_lewm(1), cpu_bf16, torch.device("cpu"))
+    assert step.precision == "bf16" and step.optimizer.defaults["fused"]
+    # Without cpu_bf16 a CPU trains in fp32, as the README's CPU figures were measured.
+    assert TrainStep(action_sensitive_lewm(1), TrainConfig(bf16=True), torch.device("cpu")).precision == "fp32"
+    assert precision.autocast_for("cpu", "bf16").fast_dtype == torch.bfloat16
+    with precision.autocast_for("cpu", "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(ValueError, match="planner.precision"):
+        PlannerConfig(precision="fp16")
+
+
+# --- compile ---
+
+
+def test_the_rollout_is_compiled_once_per_trial_and_plans_as_the_eager_one(monkeypatch):
+    compiled, real_compile = [], torch.compile
+
+    def compile_eagerly(fn, **options):  # dynamo's trace without inductor's minutes of code generation
+        compiled.append(fn)
+        return real_compile(fn, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    model = action_sensitive_lewm(3)
+    controller = ModelController("lewm", model, dataclasses.replace(PLANNER, compile=True), seed=0)
+    goals, observation = episodes(3)
+    controller.begin(CASES, goals)
+    first, second = controller.plan(observation), controller.plan(observation)
+    assert compiled == [model.rollout_from]  # once, at construction: not per plan
+    eager = ModelController("lewm", model, PLANNER, seed=0)
+    eager.begin(CASES, goals)
+    torch.testing.assert_close(first, eager.plan(observation))
+    torch.testing.assert_close(second, eager.plan(observation))
+
+
+# --- the benchmark ---
+
+
+def test_plan_flops_are_extended_exactly_from_one_and_two_iterations():
+    shapes = speed.Shapes("two_room", IMAGE_SIZE, ACTION_DIM, 2, history=1, frames=2)
+    model = action_sensitive_lewm(1)
+    planner = dataclasses.replace(speed.PUBLISHED_CEM, samples=16, elites=4, iterations=3)
+    _, whole_plan = speed.plan_call(model, planner, shapes, 1, torch.device("cpu"))
+    assert speed.plan_flops(model, planner, shapes, torch.device("cpu")) == speed.counted_flops(whole_plan) > 0
+
+
+def test_the_speed_benchmark_writes_one_typed_row_per_measurement(tmp_path, capsys):
+    out = tmp_path / "speed.parquet"
+    argv = ["--sizes", "tiny", "--image-size", str(IMAGE_SIZE), "--iterations", "1", "--repeats", "1",
+            "--episodes-per-call", "1", "3", "--train-batch", "2", "--out", str(out)]  # fmt: skip
+    assert speed.main(argv) == 0
+    table = pq.read_table(out)
+    assert table.schema.names == results.schema_of(speed.SpeedRow).names
+    rows = table.to_pylist()
+    assert [(r["measurement"], r["batch"]) for r in rows] == [("plan", 1), ("plan", 3), ("train", 2)]
+    for row in rows:
+        assert row["implementation"] == "wmbench" and row["model"] == "lewm" and row["size"] == "tiny"
+        assert row["precision"] == "fp32" and row["compile"] is False and row["history"] == 1  # Two-Room
+        assert row["torch_version"] == torch.__version__ and row["git_sha"] and row["device"].startswith("cpu")
+        assert row["call_ms_median"] > 0 and row["peak_rss_mb"] > 0 and row["flops"] > 0
+        assert row["flops_per_s"] == pytest.approx(row["flops"] / (row["call_ms_median"] / 1e3))
+    plan_one, plan_three, step = rows
+    assert plan_three["flops"] == 3 * plan_one["flops"]  # every episode is planned alone
+    assert plan_three["plan_ms_per_episode"] == pytest.approx(plan_three["call_ms_median"] / 3)
+    assert plan_one["samples"] == 300 and plan_one["elites"] == 30 and plan_one["horizon"] == 5  # published CEM
+    assert step["windows_per_s"] == pytest.approx(2 / (step["call_ms_median"] / 1e3)) and step["frames"] == 2
+    printed = capsys.readouterr().out
+    assert "ms/episode" in printed and "windows/s" in printed and str(out) in printed
+
+
+# --- rows ---
+
+
+def test_result_files_from_before_the_precision_columns_still_read(tmp_path):
+    new = ("plan_precision", "plan_compile", "train_precision", "train_compile")
+    row = results.ConditionRow(
+        sweep="s", trial_id="t", status="ok", task="two_room", model="lewm", role="model", variant="", seed=0,
+        config="{}", protocol="{}", protocol_hash="p", condition="clean", episodes=0,
+    )  # fmt: skip
+    table = results.to_table([row], results.ConditionRow)
+    old = table.drop_columns(list(new))
+    (tmp_path / results.TRIALS_DIR).mkdir()
+    pq.write_table(old, tmp_path / results.TRIALS_DIR / "t.parquet")
+    loaded = results.load(str(tmp_path))
+    assert all(loaded[name].isna().all() for name in new)
+    assert results.CONDITION_SCHEMA.field("plan_compile").type == pa.bool_()
+
+
+def test_a_trials_rows_say_which_precision_and_compile_mode_it_planned_and_trained_in(tmp_path, cache_dir, monkeypatch):
+    """bf16 asked for planning and training on a CPU without bf16 units: the row says what ran, fp32 for both."""
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: False)
+    # train.steps=12: a checkpoint of its own, never one another test trained with the real CPU's bf16 units
+    overrides = ["models=[{name:lewm,size:tiny}]", "conditions=[{}]", "diagnostics=false", "planner.precision=bf16",
+                 "train.bf16=true", "train.steps=12", f"results_dir={tmp_path}"]  # fmt: skip
+    (spec,) = expand_trials(load_sweep(TINY_SWEEP, overrides))
+    (row,) = run_trial(spec)[0]
+    ran = {name: getattr(row, name) for name in ("plan_precision", "plan_compile", "train_precision", "train_compile")}
+    assert ran == {"plan_precision": "fp32", "plan_compile": False, "train_precision": "fp32", "train_compile": False}
