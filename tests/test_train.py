@@ -315,3 +315,40 @@ def test_the_key_alone_determines_the_trained_weights_whatever_the_callers_rng(t
     second_model, _ = load_or_train(*request)
     for name, tensor in first_model.state_dict().items():
         assert torch.equal(second_model.state_dict()[name], tensor), name
+
+
+def test_random_shift_moves_every_frame_of_a_window_by_one_offset_within_the_pad():
+    from harness.trial.training import random_shift
+
+    torch.manual_seed(0)
+    height = width = 12
+    rows = torch.arange(height, dtype=torch.float32)[:, None].expand(height, width)
+    cols = torch.arange(width, dtype=torch.float32)[None, :].expand(height, width)
+    frame = torch.stack([rows, cols, rows * 100 + cols])  # (3, H, W): each pixel names its place
+    pixels = torch.stack([frame + 1000 * t for t in range(3)])[None].repeat(64, 1, 1, 1, 1)  # (B, T, 3, H, W)
+    shifted = random_shift(pixels, pad=2)
+    assert shifted.shape == pixels.shape
+    offsets = set()
+    for window, original in zip(shifted, pixels, strict=True):
+        # The centre pixel (away from the replicated border) says where the crop came from.
+        dy, dx = (window[0, :2, 6, 6] - original[0, :2, 6, 6]).long().tolist()
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        for t in range(3):  # every frame of the window moved by the same offset
+            assert torch.equal(window[t, :, 4:8, 4:8], original[t, :, 4 + dy : 8 + dy, 4 + dx : 8 + dx])
+        offsets.add((dy, dx))
+    assert len(offsets) > 10  # windows get their own offsets
+
+
+def test_shift_augmentation_is_in_the_checkpoint_key_and_trial_id_only_when_on():
+    from pathlib import Path
+
+    from harness.sweep.config import expand_trials, load_sweep
+
+    def key(cfg: TrainConfig) -> str:
+        return checkpoint_key("lewm", "tiny", 32, 10, {}, "data", cfg, seed=0)
+
+    base = TrainConfig(steps=10)
+    assert key(base) != key(dataclasses.replace(base, shift_augment=4))
+    sweep = Path(__file__).parent / "data" / "tiny_sweep.yaml"
+    plain, augmented = (expand_trials(load_sweep(sweep, extra))[0] for extra in ([], ["train.shift_augment=4"]))
+    assert plain.trial_id != augmented.trial_id

@@ -57,8 +57,9 @@ def checkpoint_key(
     ``world_size`` is there because a different batch split is a different recipe.
     """
     train_fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in BOOKKEEPING_FIELDS}
-    if not train_fields["cpu_bf16"]:  # added later: left out while off, so fp32 checkpoints keep their keys
-        del train_fields["cpu_bf16"]
+    for name in ("cpu_bf16", "shift_augment"):  # added later: left out while off, so old checkpoints keep their keys
+        if not train_fields[name]:
+            del train_fields[name]
     recipe = {
         "format": CHECKPOINT_FORMAT,
         "model": model_name,

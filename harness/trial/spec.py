@@ -103,6 +103,7 @@ BOOKKEEPING = ("sweep", "variant")
 LATER_FIELDS = {
     ("data", "source"): None,
     ("train", "cpu_bf16"): False,
+    ("train", "shift_augment"): 0,
     ("planner", "precision"): "fp32",
     ("planner", "compile"): False,
 }

@@ -65,13 +65,16 @@ class TrainConfig:
     # ours: bf16 autocast on CPUs with bf16 units (AMX / AVX-512 bf16) too. Off by default, so the CPU
     # figures in the README keep the fp32 training they were measured with; `train.cpu_bf16=true` opts in.
     cpu_bf16: bool = False
+    # ours: DrQ's random shift (Yarats et al., ICLR 2021: pad 4 at 84 px): each training window is padded by
+    # this many pixels and cropped back at a random offset, the same for all its frames; 0 turns it off.
+    shift_augment: int = 0
     compile: bool = False  # ours: torch.compile the loss (forward and backward)
     log_every: int = 100  # ours: bookkeeping, does not change the weights
     num_workers: int = 0  # ours: DataLoader processes, does not change the weights
 
     def __post_init__(self) -> None:
         problems = []  # every bad field, one line each: the sweep loader reports them all at once
-        minimums = {"steps": 1, "batch_size": 1, "log_every": 1, "num_workers": 0, "num_frames": 2}
+        minimums = {"steps": 1, "batch_size": 1, "log_every": 1, "num_workers": 0, "num_frames": 2, "shift_augment": 0}
         for name, least in minimums.items():
             if getattr(self, name) < least:
                 problems.append(f"train.{name} must be at least {least}, got {getattr(self, name)}")
@@ -318,6 +321,8 @@ class TrainStep:
 
         Raises :class:`TrainingDiverged` before touching the weights when the loss is NaN or infinite.
         """
+        if self.cfg.shift_augment:
+            batch = {**batch, "pixels": random_shift(batch["pixels"], self.cfg.shift_augment)}
         with autocast_for(self.device, self.precision):
             terms = self.loss_fn(batch)
         means = group_means(terms, self.context)
@@ -330,6 +335,19 @@ class TrainStep:
         self.optimizer.step()
         self.scheduler.step()
         return means
+
+
+def random_shift(pixels: Tensor, pad: int) -> Tensor:
+    """DrQ's random shift: pad each window by replicating its border, crop it back at a random offset.
+
+    One offset per window, shared by its frames: a camera placed elsewhere, not one that shakes,
+    which is what an evaluation ``camera_shift`` is. ``pixels`` (B, T, C, H, W); same shape out.
+    """
+    batch, frames, _, height, width = pixels.shape
+    padded = nn.functional.pad(rearrange(pixels, "b t c h w -> b (t c) h w"), (pad,) * 4, mode="replicate")
+    rows, cols = torch.randint(0, 2 * pad + 1, (2, batch)).tolist()
+    crops = [padded[i, :, r : r + height, c : c + width] for i, (r, c) in enumerate(zip(rows, cols, strict=True))]
+    return rearrange(torch.stack(crops), "b (t c) h w -> b t c h w", t=frames)
 
 
 def train(
