@@ -11,11 +11,18 @@ planner (LeWM: 3 on Push-T, 1 on Two-Room), which a model whose state summarises
 (Dreamer's RSSM, PLDM's Markov predictor) takes and ignores (its ``history`` is 1);
 ``overrides`` replace fields of the preset, and one that names no field raises ValueError.
 Entries are imported lazily, so the zoo can name baselines without importing them.
+
+A model from outside the repository joins without an edit here: a sweep names it by import
+path (``models: [{name: "mypkg.world_model:build"}]``), or an installed package registers it
+under the ``wmbench.models`` entry-point group (``[project.entry-points."wmbench.models"]
+mywm = "mypkg.world_model:build"``). Either way its module keeps the contract above (``SIZES``
+and the builder) and :func:`models.contract.contract_problems` checks it before a sweep runs.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from types import ModuleType
 from typing import Any
 
@@ -30,12 +37,43 @@ MODELS: dict[str, str] = {
 }
 
 
+ENTRY_POINT_GROUP = "wmbench.models"
+
+
+def entry_path(name: str) -> str | None:
+    """``module:builder`` for a zoo name, an import path or an installed entry point; None if ``name`` is none."""
+    if name in MODELS:
+        return MODELS[name]
+    if ":" in name:
+        return name
+    registered = {point.name: point.value for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return registered.get(name)
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` names a world model (zoo entry, import path or entry point), without importing it."""
+    return entry_path(name) is not None
+
+
 def _entry(name: str) -> tuple[ModuleType, str]:
-    """The module of zoo entry ``name`` and its builder's name; unknown names raise with the known ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    module_name, builder = MODELS[name].split(":")
-    return importlib.import_module(module_name), builder
+    """The module of model ``name`` and its builder's name; a name that resolves to nothing usable raises,
+    naming what is missing and the known models."""
+    path = entry_path(name)
+    if path is None:
+        raise ValueError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}, "
+            f"an import path 'package.module:build', or an entry point of group {ENTRY_POINT_GROUP!r}"
+        )
+    module_name, _, builder = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"model {name!r}: module {module_name!r} cannot be imported ({error})") from None
+    if not callable(getattr(module, builder, None)):
+        raise ValueError(f"model {name!r}: module {module_name!r} has no builder {builder!r}")
+    if not isinstance(getattr(module, "SIZES", None), dict) or not module.SIZES:
+        raise ValueError(f"model {name!r}: module {module_name!r} must list its size presets in SIZES (a dict)")
+    return module, builder
 
 
 def model_sizes(name: str) -> tuple[str, ...]:

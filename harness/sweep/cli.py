@@ -117,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     replayed.add_argument("--out", default=".", help="folder for the image strip (default: here)")
     replayed.add_argument("--controller", choices=REFERENCE_CONTROLLERS, help="replay with a reference controller")
 
+    checked = command("check-model", _check_model, "check a model (zoo name, import path or entry point) against "
+                      "the WorldModel contract on random tensors, before a sweep is spent on it")  # fmt: skip
+    checked.add_argument("name", help="e.g. lewm, or mypkg.world_model:build")
+    checked.add_argument("--size", default="tiny", help="the size preset to build (default tiny)")
+    checked.add_argument("--image-size", type=int, default=32)
+    checked.add_argument("--action-dim", type=int, default=4, help="one action block: frameskip × the action width")
+    checked.add_argument("--history", type=int, default=2)
+
     datasets = command("datasets", _datasets, "the cached datasets: list them, inspect one, preview its frames")
     datasets.add_argument("--cache-dir", help="cache root (default: $WMBENCH_CACHE, else .cache/wmbench)")
     actions = datasets.add_subparsers(dest="action", required=True)
@@ -306,6 +314,17 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 # --- datasets: the cache's catalog (tasks/catalog.py) ---------------------------------------------
+
+
+def _check_model(args: argparse.Namespace) -> int:
+    from models.contract import check_contract
+
+    checks = check_contract(args.name, args.size, args.image_size, args.action_dim, args.history)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'}  {check.clause}" + (f"  ({check.detail})" if check.detail else ""))
+    failed = [check for check in checks if not check.ok]
+    print(f"{args.name}: {'keeps the contract' if not failed else f'{len(failed)} clause(s) broken'}")
+    return 1 if failed else 0
 
 
 def _datasets(args: argparse.Namespace) -> int:

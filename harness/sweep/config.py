@@ -32,7 +32,7 @@ from harness.eval.protocol import EvalProtocol, resolve_protocol
 from harness.sweep.validate import ConfigError, Problems, build_each, describe, merge_each, unlock
 from harness.trial.spec import DataSpec, ModelSpec, TaskSpec, TrialSpec
 from harness.trial.training import TrainConfig
-from models.registry import MODELS, build_model, model_sizes
+from models.registry import MODELS, build_model, is_model, model_sizes
 from tasks.base import TASKS, task_class
 from tasks.conditions import Condition
 from tasks.swm_data import source_problem
@@ -186,11 +186,21 @@ def _sweep_problems(sections: dict[str, Any]) -> Iterator[str]:
             yield f"tasks[{i}].name {task.name!r} is unknown; known tasks: {', '.join(TASKS)}"
     known_models = [*MODELS, *REFERENCE_CONTROLLERS]
     for i, model in enumerate(sections.get("models", [])):
-        if model.name not in known_models:
-            yield f"models[{i}].name {model.name!r} is unknown; known models: {', '.join(known_models)}"
-        elif model.name in MODELS and model.size not in model_sizes(model.name):
-            sizes = ", ".join(model_sizes(model.name))
-            yield f"models[{i}].size {model.size!r} is unknown for {model.name}; sizes: {sizes}"
+        if model.name in REFERENCE_CONTROLLERS:
+            continue
+        if not is_model(model.name):
+            yield (
+                f"models[{i}].name {model.name!r} is unknown; known models: {', '.join(known_models)}, "
+                "or an import path 'package.module:build'"
+            )
+            continue
+        try:
+            sizes = model_sizes(model.name)
+        except ValueError as error:  # an import path or entry point whose module does not keep the contract
+            yield f"models[{i}].name: {error}"
+            continue
+        if model.size not in sizes:
+            yield f"models[{i}].size {model.size!r} is unknown for {model.name}; sizes: {', '.join(sizes)}"
     for i, seed in enumerate(sections.get("seeds", [])):
         if seed < 0:  # numpy's generators take no negative seed
             yield f"seeds[{i}] must be zero or positive, got {seed}"

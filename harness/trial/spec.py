@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ class TrialSpec:
                 if condition.get(name) == 0.0:
                     del condition[name]
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.task.name}-{self.model.name}-s{self.seed}-{digest}"
+        model = re.sub(r"[^A-Za-z0-9_.-]", "_", self.model.name)  # an import path's ':' stays out of file names
+        return f"{self.task.name}-{model}-s{self.seed}-{digest}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field (conditions as a list)."""
