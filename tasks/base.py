@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 from abc import ABC, ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -303,11 +304,29 @@ def make_task(name: str, **options: Any) -> Task:
     return task_class(name)(**options)
 
 
+TASK_ENTRY_POINTS = "wmbench.tasks"  # installed packages register "name = package.module:TaskClass"
+
+
+def task_path(name: str) -> str | None:
+    """``module:Class`` for a registered name, an import path or an installed entry point; None otherwise."""
+    if name in TASKS:
+        return TASKS[name]
+    if ":" in name:
+        return name
+    registered = {point.name: point.value for point in importlib.metadata.entry_points(group=TASK_ENTRY_POINTS)}
+    return registered.get(name)
+
+
 def task_class(name: str) -> type[Task]:
-    """The registered task class (imported on first use); unknown names raise with the list of known ones."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    module_name, class_name = TASKS[name].split(":")
+    """The task class of ``name`` (imported on first use): a registry name, an import path
+    ``package.module:TaskClass`` or a ``wmbench.tasks`` entry point; unknown names raise with the known ones."""
+    path = task_path(name)
+    if path is None:
+        raise ValueError(
+            f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}, "
+            f"an import path 'package.module:TaskClass', or an entry point of group {TASK_ENTRY_POINTS!r}"
+        )
+    module_name, _, class_name = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:  # a task module that imports a missing package at its top (e.g. from outside)
@@ -315,4 +334,7 @@ def task_class(name: str) -> type[Task]:
             f"task {name!r} could not be imported: {error.name or error} is missing; "
             f"install the task's packages, e.g. pip install -e '.[tasks]'"
         ) from error
-    return getattr(module, class_name)
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"task {name!r}: {path!r} is not a Task subclass (tasks/base.py)")
+    return cls

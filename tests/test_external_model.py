@@ -67,3 +67,12 @@ def test_an_outside_model_runs_through_a_sweep_onto_the_leaderboard(package, tmp
     assert (mine["tokens_per_frame"] == 1).all() and mine["success_rate"].between(0, 1).all()
     board = leaderboard.render(str(out))
     assert EXTERNAL in Path(board["markdown"]).read_text()
+
+
+def test_a_task_is_named_by_import_path_and_a_non_task_is_refused(package):
+    from harness.sweep.config import expand_trials
+
+    (trial, *_) = expand_trials(load_sweep(TINY_SWEEP, ["tasks.0.name=tasks.two_room:TwoRoom"]))
+    assert trial.task.name == "tasks.two_room:TwoRoom" and ":" not in trial.trial_id
+    with pytest.raises(ConfigError, match="not a Task subclass"):
+        load_sweep(TINY_SWEEP, ["tasks.0.name=mywm.world_model:Config"])

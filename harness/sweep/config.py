@@ -183,7 +183,10 @@ def _sweep_problems(sections: dict[str, Any]) -> Iterator[str]:
             yield f"{key} is empty: a sweep needs at least one"
     for i, task in enumerate(sections.get("tasks", [])):
         if task.name not in TASKS:
-            yield f"tasks[{i}].name {task.name!r} is unknown; known tasks: {', '.join(TASKS)}"
+            try:
+                task_class(task.name)  # an import path or entry point: importable, and a Task
+            except (ValueError, ImportError) as error:
+                yield f"tasks[{i}].name: {error}"
     known_models = [*MODELS, *REFERENCE_CONTROLLERS]
     for i, model in enumerate(sections.get("models", [])):
         if model.name in REFERENCE_CONTROLLERS:

@@ -145,8 +145,8 @@ class TrialSpec:
                 if condition.get(name) == 0.0:
                     del condition[name]
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-        model = re.sub(r"[^A-Za-z0-9_.-]", "_", self.model.name)  # an import path's ':' stays out of file names
-        return f"{self.task.name}-{model}-s{self.seed}-{digest}"
+        task, model = (re.sub(r"[^A-Za-z0-9_.-]", "_", name) for name in (self.task.name, self.model.name))
+        return f"{task}-{model}-s{self.seed}-{digest}"  # an import path's ':' stays out of file names
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of every field (conditions as a list)."""
