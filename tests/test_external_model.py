@@ -76,3 +76,39 @@ def test_a_task_is_named_by_import_path_and_a_non_task_is_refused(package):
     assert trial.task.name == "tasks.two_room:TwoRoom" and ":" not in trial.trial_id
     with pytest.raises(ConfigError, match="not a Task subclass"):
         load_sweep(TINY_SWEEP, ["tasks.0.name=mywm.world_model:Config"])
+
+
+CONTROLLER = '''
+import torch
+
+from harness.eval.controllers import Controller
+
+
+class StandStill(Controller):
+    """A floor of one's own: never moves."""
+
+    name, role = "stand_still", "floor"
+
+    def __init__(self, task, planner, frameskip, seed):
+        self.planner, self.width = planner, frameskip * task.action_dim
+
+    def begin(self, cases, goal_pixels):
+        self.episodes = len(cases)
+
+    def plan(self, observation):
+        return torch.zeros(self.episodes, self.planner.horizon, self.width)
+'''
+
+
+def test_a_controller_from_outside_is_measured_as_the_floor_it_declares(package, tmp_path):
+    from harness.sweep.config import expand_trials
+    from harness.trial.trial import run_trial
+
+    (package / "mywm" / "floors.py").write_text(CONTROLLER)
+    (package / "mywm" / "unlabelled.py").write_text(CONTROLLER.replace('"floor"', '"model"'))
+    (trial,) = expand_trials(load_sweep(TINY_SWEEP, ["models=[{name: 'mywm.floors:StandStill'}]", "conditions=[{}]"]))
+    assert trial.role == "floor"
+    rows, _ = run_trial(trial)
+    assert [(row.role, row.status, row.episodes) for row in rows] == [("floor", "ok", 4)]
+    with pytest.raises(ConfigError, match="role 'floor' or 'ceiling'"):
+        load_sweep(TINY_SWEEP, ["models=[{name: 'mywm.unlabelled:StandStill'}]"])

@@ -15,6 +15,9 @@ and only such a controller is handed the full cases.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -209,3 +212,30 @@ REFERENCE_CONTROLLERS: dict[str, type[RandomController | OracleController]] = {
     "random": RandomController,
     "oracle": OracleController,
 }
+CONTROLLER_ENTRY_POINTS = "wmbench.controllers"  # installed packages register "name = package.module:Class"
+
+
+@functools.cache
+def reference_controller(name: str) -> type[Controller] | None:
+    """The controller class ``name`` names: a registered one, an import path ``package.module:Class`` or a
+    ``wmbench.controllers`` entry point; None when ``name`` names no Controller (a world model, say).
+
+    A controller from outside declares its ``role`` (``floor`` or ``ceiling``: it is measured beside the
+    models, never ranked as one) and takes ``(task, planner, frameskip, seed)``, as the two here do.
+    """
+    if name in REFERENCE_CONTROLLERS:
+        return REFERENCE_CONTROLLERS[name]
+    registered = {point.name: point.value for point in importlib.metadata.entry_points(group=CONTROLLER_ENTRY_POINTS)}
+    path = name if ":" in name else registered.get(name)
+    if path is None:
+        return None
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute, None)
+    except ImportError:
+        return None  # the model check names the import error
+    if not (isinstance(found, type) and issubclass(found, Controller)):
+        return None
+    if found.role not in ("floor", "ceiling"):
+        raise ValueError(f"controller {name!r} must declare role 'floor' or 'ceiling', got {found.role!r}")
+    return found

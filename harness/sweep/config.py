@@ -26,7 +26,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from harness.eval.controllers import REFERENCE_CONTROLLERS
+from harness.eval.controllers import REFERENCE_CONTROLLERS, reference_controller
 from harness.eval.planners import PlannerConfig
 from harness.eval.protocol import EvalProtocol, resolve_protocol
 from harness.sweep.validate import ConfigError, Problems, build_each, describe, merge_each, unlock
@@ -189,7 +189,11 @@ def _sweep_problems(sections: dict[str, Any]) -> Iterator[str]:
                 yield f"tasks[{i}].name: {error}"
     known_models = [*MODELS, *REFERENCE_CONTROLLERS]
     for i, model in enumerate(sections.get("models", [])):
-        if model.name in REFERENCE_CONTROLLERS:
+        try:
+            if reference_controller(model.name) is not None:
+                continue
+        except ValueError as error:  # a controller from outside that does not say what it measures
+            yield f"models[{i}].name: {error}"
             continue
         if not is_model(model.name):
             yield (

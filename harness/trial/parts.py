@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from harness.eval.cases import Case, make_cases
-from harness.eval.controllers import REFERENCE_CONTROLLERS, Controller, ModelController
+from harness.eval.controllers import Controller, ModelController, reference_controller
 from harness.eval.protocol import EvalProtocol
 from harness.trial.checkpoints import load_or_train
 from harness.trial.progress import Progress
@@ -95,8 +95,9 @@ def build_trial(
     task, protocol = data.task, data.protocol
     cases, resampled = make_cases(task, data.case_source, protocol)
     name = controller or spec.model.name
-    if name in REFERENCE_CONTROLLERS:
-        chosen = REFERENCE_CONTROLLERS[name](task, spec.planner, protocol.frameskip, spec.seed)
+    reference = reference_controller(name)
+    if reference is not None:
+        chosen = reference(task, spec.planner, protocol.frameskip, spec.seed)
         return TrialParts(task, protocol, data.train, data.heldout, cases, resampled, chosen)
     windows = WindowDataset(data.train, num_frames=spec.train.num_frames, frameskip=protocol.frameskip)
     overrides = {"history": protocol.history, **spec.model.overrides}  # planning context = training context

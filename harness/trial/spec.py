@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from harness.eval.controllers import REFERENCE_CONTROLLERS
+from harness.eval.controllers import reference_controller
 from harness.eval.planners import PlannerConfig
 from harness.eval.protocol import EvalProtocol
 from harness.trial.training import TrainConfig
@@ -130,7 +130,7 @@ class TrialSpec:
     @property
     def role(self) -> str:
         """``floor`` / ``ceiling`` for a reference controller, ``model`` for a zoo entry."""
-        reference = REFERENCE_CONTROLLERS.get(self.model.name)
+        reference = reference_controller(self.model.name)
         return reference.role if reference is not None else "model"
 
     @property
