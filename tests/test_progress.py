@@ -117,6 +117,7 @@ def test_a_sweep_prints_each_trials_phases_and_no_ray_table(tmp_path, cache_dir)
     assert RAY_TABLE not in result.stdout + result.stderr  # Ray's table only with -v
 
 
+@pytest.mark.slow  # a second sweep; the default-verbosity sweep above keeps the progress view in the suite
 def test_verbose_adds_rays_table_and_the_summary_names_a_failed_trial(tmp_path, cache_dir):
     # A learning rate that makes LeWM's loss diverge: its trial fails, the random floor's does not.
     result = run_cli(f"results_dir={tmp_path / 'results'}", "train.lr=1e30", "conditions=[{}]", "-v", cache=cache_dir)
