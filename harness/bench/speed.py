@@ -250,7 +250,13 @@ def measure_train(
     model: WorldModel, batch_size: int, precision: str, compiled: bool, shapes: Shapes, device: torch.device, args
 ) -> tuple[Timing, str]:
     """Training-step timing at ``batch_size`` windows, and the precision that ran."""
-    cfg = TrainConfig(batch_size=batch_size, num_frames=shapes.frames, bf16=precision == "bf16", compile=compiled)
+    cfg = TrainConfig(
+        batch_size=batch_size,
+        num_frames=shapes.frames,
+        bf16=precision == "bf16",
+        cpu_bf16=precision == "bf16",
+        compile=compiled,
+    )
     step, call = train_step(model, cfg, shapes, device)
     return timed(call, device, args.warmup, args.repeats), step.precision
 
