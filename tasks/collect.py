@@ -23,7 +23,7 @@ from tasks.data import POLICIES, cache_root, collect
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tasks.collect", description=__doc__.splitlines()[0])
-    parser.add_argument("task", choices=sorted(TASKS), help="task name")
+    parser.add_argument("task", help=f"task name: one of {', '.join(sorted(TASKS))}")
     parser.add_argument("--episodes", type=int, default=100, help="episodes to collect (default 100)")
     parser.add_argument("--steps", type=int, default=None, help="raw env steps per episode (default: the task's)")
     parser.add_argument("--policy", choices=POLICIES, default="expert", help="data policy (default expert)")
@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.task not in TASKS:
+        print(f"error: unknown task {args.task!r}; known tasks: {', '.join(sorted(TASKS))}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = {} if args.image_size is None else {"image_size": args.image_size}
     for option in args.option:

@@ -24,7 +24,7 @@ from tasks.swm_data import Columns, SWMDataError, convert
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tasks.convert_swm", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="their dataset: a .h5 file or a .lance table (or a folder of one)")
-    parser.add_argument("--task", required=True, choices=sorted(TASKS), help="the wmbench task it is for")
+    parser.add_argument("--task", required=True, help=f"the wmbench task it is for: one of {', '.join(sorted(TASKS))}")
     parser.add_argument("--image-size", type=int, default=None, help="the task's frame size in px (default: its own)")
     parser.add_argument("--format", choices=("hdf5", "lance"), default=None, help="default: from the file name")
     parser.add_argument("--steps", type=int, default=None, help="raw steps per episode (default: the median's)")
@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.task not in TASKS:
+        print(f"error: unknown task {args.task!r}; known tasks: {', '.join(sorted(TASKS))}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     task = make_task(args.task, **({} if args.image_size is None else {"image_size": args.image_size}))
     columns = Columns(pixels=args.pixels, action=args.action, state=args.state)
