@@ -544,6 +544,7 @@ def _markdown_blocks(markdown: str) -> tuple[list[tuple[str, ...]], int]:
         elif part.startswith("|"):
             for line in part.splitlines():
                 cells = [cell.replace("\\|", "|") for cell in re.split(r"(?<!\\) \| ", line[2:-2])]
+                cells = [re.sub(r"\[([^]]*)\]\((?:<[^>]*>|[^)]*)\)", r"\1", cell) for cell in cells]  # a link: its text
                 if set(cells) != {"---"}:
                     blocks.append(("row", *cells))
         else:
@@ -690,3 +691,215 @@ def test_a_folder_on_other_cases_is_refused_and_one_on_the_same_cases_ranks_besi
     clean = merged.conditions[merged.conditions["condition"] == "clean"].set_index("source")
     assert list(clean.index) == ["board", "same"] and (clean["seeds"] == 1).all()  # two entries, never pooled
     assert clean.loc["board", "success"] > clean.loc["same", "success"]
+
+
+# --------------------------------------------------------------------------- the rare-state study
+
+RARE_SKILL = {"oracle": 1.0, "lewm": 0.8, "dino_wm": 0.65, "pldm": 0.5, "random": 0.25}  # table order
+
+
+def write_rarity(root: Path, buckets: int = 4) -> None:
+    """RESULTS/rarity.parquet as `python -m harness stress rarity` writes it: a case's rarity is its difficulty here
+    (rare cases are hard), buckets are quantiles of each task's distinct cases; one RarityRow per trial × case."""
+    cases = load(str(root), "episodes").drop_duplicates(["trial_id", "case_seed"])
+    cases = cases.assign(rarity=3 * case_difficulty(cases["case_seed"].to_numpy()))
+    rows = []
+    for _, task_cases in cases.groupby("task"):
+        distinct = task_cases.drop_duplicates("case_seed")["rarity"].to_numpy()
+        edges = np.quantile(distinct, np.linspace(0, 1, buckets + 1))
+        bucket = np.clip(np.searchsorted(edges, task_cases["rarity"], side="right") - 1, 0, buckets - 1)
+        rows += [
+            results.RarityRow(
+                trial_id=case.trial_id,
+                task=case.task,
+                protocol_hash=case.protocol_hash,
+                case_seed=int(case.case_seed),
+                start_rarity=case.rarity,
+                goal_rarity=case.rarity / 2,
+                rarity=case.rarity,
+                bucket=int(b),
+                buckets=buckets,
+                rarity_k=5,
+            )  # fmt: skip
+            for case, b in zip(task_cases.itertuples(), bucket, strict=True)
+        ]
+    results.write_atomic(results.to_table(rows, results.RarityRow), str(root), results.RARITY_FILE)
+
+
+def write_replays(root: Path, trial_ids: list[str], missing: int = 0) -> list[results.ReplayRow]:
+    """RESULTS/replays.parquet and its strips, as `python -m harness replay-failures` leaves them (the first
+    ``missing`` strips not drawn)."""
+    rows = []
+    for index, trial_id in enumerate(trial_ids):
+        task, model = trial_id.split("-")[:2]
+        strip = f"{results.STRIPS_DIR}/{trial_id}_0.png"
+        rows.append(
+            results.ReplayRow(
+                trial_id=trial_id, failure_row=0, task=task, model=model, role=ROLE.get(model, "model"), variant="",
+                seed=0, protocol_hash=PRESETS["wmbench"].hash(), condition="action_noise=0.31", case_seed=7 + index,
+                start_rarity=1.5, goal_rarity=2.25, recorded_success=False, recorded_final_distance=17.25,
+                success=False, final_distance=17.25, strip=strip,
+            )
+        )  # fmt: skip
+        if index >= missing:
+            (root / strip).parent.mkdir(parents=True, exist_ok=True)
+            (root / strip).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    results.write_atomic(results.to_table(rows, results.ReplayRow), str(root), results.REPLAYS_FILE)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def rare_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tasks × (oracle, lewm, pldm, dino_wm, random) × 2 seeds × 40 cases, with rarity rows and two replays."""
+    root = tmp_path_factory.mktemp("results") / "stress"
+    trial_ids = []
+    for task in TASKS:
+        for model, skill in RARE_SKILL.items():
+            for seed in (0, 1):
+                trial_ids.append(
+                    write_synthetic_trial(
+                        root,
+                        task=task,
+                        model=model,
+                        seed=seed,
+                        skill=skill,
+                        episodes=40,
+                        perturbations={"action_noise": (0.2,)},
+                    )  # fmt: skip
+                )
+    write_rarity(root)
+    write_replays(root, [t for t in trial_ids if "-lewm-" in t and t.endswith("s0")])
+    return root
+
+
+@pytest.fixture(scope="module")
+def rare_board(rare_sweep: Path) -> leaderboard.Leaderboard:
+    return leaderboard.build(rare_sweep)
+
+
+def _rarity_curve(board: leaderboard.Leaderboard, task: str, model: str) -> leaderboard.RarityCurve:
+    (curve,) = [c for c in board.rarity if (c.task, c.model) == (task, model)]
+    return curve
+
+
+def test_success_by_rarity_is_wilson_per_shared_quartile_most_common_first(
+    rare_sweep: Path, rare_board: leaderboard.Leaderboard
+) -> None:
+    episodes = load(str(rare_sweep), "episodes")
+    rarity = pd.read_parquet(rare_sweep / results.RARITY_FILE)
+    clean = episodes[episodes["condition"] == "clean"].merge(rarity, on=["trial_id", "case_seed", "task"])
+    assert clean.groupby(["task", "case_seed"])["bucket"].nunique().eq(1).all()  # one bucket per case, every model
+    for task in TASKS:
+        assert [c.model for c in rare_board.rarity if c.task == task] == list(RARE_SKILL)  # ceiling … floor
+        for model in RARE_SKILL:
+            curve = _rarity_curve(rare_board, task, model)
+            mine = clean[(clean["task"] == task) & (clean["model"] == model)]
+            assert curve.buckets == 4 and sum(curve.episodes) == len(mine) == 80
+            for bucket in range(4):
+                outcomes = mine.loc[mine["bucket"] == bucket, "success"]
+                wilson = stats.wilson_interval(int(outcomes.sum()), len(outcomes))
+                assert curve.episodes[bucket] == len(outcomes)
+                assert (curve.success[bucket], curve.success_ci_low[bucket], curve.success_ci_high[bucket]) == (
+                    pytest.approx(wilson.estimate),
+                    pytest.approx(wilson.low),
+                    pytest.approx(wilson.high),
+                )
+            assert curve.gap == pytest.approx(curve.success[3] - curve.success[0])
+            assert curve.gap_ci_low <= curve.gap <= curve.gap_ci_high
+    lewm = _rarity_curve(rare_board, "two_room", "lewm")
+    assert lewm.success[0] > lewm.success[3] and lewm.gap_ci_high < 0  # rare cases are the hard ones here
+
+    markdown = leaderboard.to_markdown(rare_board)
+    header = next(line for line in markdown.splitlines() if line.startswith("| task | model | Q1"))
+    assert header.startswith("| task | model | Q1 (most common) | Q2 | Q3 | Q4 (rarest) | rarest − most common")
+    cells = f"{100 * lewm.success[0]:.1f} [{100 * lewm.success_ci_low[0]:.1f}, {100 * lewm.success_ci_high[0]:.1f}]"
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| two_room | lewm | {cells} |"))
+    assert f"{100 * lewm.gap:+.1f} [{100 * lewm.gap_ci_low:+.1f}, {100 * lewm.gap_ci_high:+.1f}]" in row
+    assert "| two_room | random (floor) |" in markdown and "unpaired" in markdown
+
+
+def test_models_are_compared_on_the_same_rare_cases(rare_sweep: Path, rare_board: leaderboard.Leaderboard) -> None:
+    pairs = rare_board.rarity_pairs
+    assert set(pairs["model_x"]) | set(pairs["model_y"]) == {"lewm", "pldm", "dino_wm"}  # world models only
+    assert len(pairs) == len(TASKS) * 3
+    (pair,) = pairs[
+        (pairs["task"] == "pusht") & (pairs["model_x"] == "lewm") & (pairs["model_y"] == "pldm")
+    ].itertuples()
+    rarity = pd.read_parquet(rare_sweep / results.RARITY_FILE)[["trial_id", "case_seed", "bucket"]]
+    episodes = load(str(rare_sweep), "episodes").merge(rarity, on=["trial_id", "case_seed"])
+    clean = episodes[(episodes["condition"] == "clean") & (episodes["task"] == "pusht")]
+    by_case = clean.pivot_table(index=["seed", "case_seed", "bucket"], columns="model", values="success").reset_index()
+    rare, common = by_case[by_case["bucket"] == 3], by_case[by_case["bucket"] == 0]
+    lewm_only, pldm_only = int((rare["lewm"] > rare["pldm"]).sum()), int((rare["lewm"] < rare["pldm"]).sum())
+    assert pair.rarest_pairs == len(rare) and pair.common_pairs == len(common)
+    assert pair.rarest_difference == pytest.approx(rare["lewm"].mean() - rare["pldm"].mean())
+    assert pair.mcnemar_p == pytest.approx(stats.mcnemar_exact(pldm_only, lewm_only))
+    gap_lewm, gap_pldm = (rare[m].mean() - common[m].mean() for m in ("lewm", "pldm"))
+    assert pair.gap_difference == pytest.approx(gap_lewm - gap_pldm)
+    assert pair.rarest_ci_low <= pair.rarest_difference <= pair.rarest_ci_high
+    markdown = leaderboard.to_markdown(rare_board)
+    assert "### Rare cases, models compared case for case" in markdown
+    assert f"| pusht | lewm | pldm | {100 * pair.rarest_difference:+.1f} [" in markdown
+
+
+def test_buckets_not_shared_by_every_trial_are_never_paired(rare_sweep: Path, tmp_path: Path) -> None:
+    root = tmp_path / "unshared"
+    shutil.copytree(rare_sweep, root)
+    rarity = pd.read_parquet(root / results.RARITY_FILE)
+    lewm = rarity["trial_id"].str.contains("-lewm-") & (rarity["task"] == "two_room")
+    rarity.loc[lewm, "bucket"] = 3 - rarity.loc[lewm, "bucket"]  # LeWM's data made other cases rare
+    rows = [results.RarityRow(**row) for row in rarity.to_dict("records")]
+    results.write_atomic(results.to_table(rows, results.RarityRow), str(root), results.RARITY_FILE)
+    board = leaderboard.build(root)
+    assert set(board.rarity_pairs["task"]) == {"pusht"} and len(board.rarity) == len(TASKS) * len(RARE_SKILL)
+    assert any("not shared by every trial on two_room" in warning for warning in board.warnings)
+
+
+def test_replayed_failures_link_their_strips_relative_to_the_page(rare_sweep: Path, tmp_path: Path) -> None:
+    written = leaderboard.render(rare_sweep, out_dir=tmp_path / "page")  # the page away from the results folder
+    markdown, html = written["markdown"].read_text(), written["html"].read_text()
+    assert "## Replayed failures (2)" in markdown and "<h2>Replayed failures (2)</h2>" in html
+    md_links = re.findall(r"\]\(([^)]+\.png)\)", markdown)
+    html_links = re.findall(r'<a href="([^"]+)">', html)
+    strips = [link for link in md_links if "strips/" in link]
+    assert len(strips) == 2 and strips == html_links
+    for link in strips:
+        assert not Path(link).is_absolute() and (written["markdown"].parent / link).resolve().is_file()
+    assert (written["markdown"].parent / strips[0]).resolve() == (rare_sweep / "strips" / Path(strips[0]).name)
+    row = next(line for line in markdown.splitlines() if "two_room-lewm-" in line and "strips/" in line)
+    assert "| two_room | lewm | 0 | action_noise=0.31 | 0 | no (no) | 17.250 (17.250) | 1.50 / 2.25 |" in row
+    hash_ = PRESETS["wmbench"].hash()
+    assert written[f"rarity-{hash_}"].read_bytes().startswith(b"\x89PNG") and f"](rarity-{hash_}.png)" in markdown
+
+
+def test_a_missing_strip_is_named_not_linked(rare_sweep: Path, tmp_path: Path) -> None:
+    root = tmp_path / "missing"
+    shutil.copytree(rare_sweep, root)
+    shutil.rmtree(root / results.STRIPS_DIR)
+    write_replays(root, sorted(p.stem for p in (root / "trials").glob("*-lewm-*s0*")), missing=1)
+    board = leaderboard.build(root)
+    assert any("1 replayed failure strip(s) are missing" in warning for warning in board.warnings)
+    markdown = leaderboard.write(board, tmp_path / "page")["markdown"].read_text()
+    assert len(re.findall(r"\]\([^)]*strips/[^)]+\.png\)", markdown)) == 1 and "missing: strips/" in markdown
+
+
+def test_rarity_rows_from_an_older_wmbench_are_named_and_left_off(tmp_path: Path) -> None:
+    root = tmp_path / "old-rarity"
+    write_synthetic_trial(root, task="two_room", model="lewm", seed=0, skill=0.8)
+    summary = pd.DataFrame({"task": ["two_room"], "model": ["lewm"], "bucket": [0], "success_rate": [0.5]})
+    summary.to_parquet(root / results.RARITY_FILE)  # the per-bucket summary the command used to write
+    board = leaderboard.build(root)
+    assert board.rarity == [] and board.rarity_pairs.empty
+    (warning,) = [w for w in board.warnings if results.RARITY_FILE in w]
+    assert "lacks column(s) trial_id" in warning and "stress rarity" in warning
+
+
+def test_rarity_and_replays_read_the_same_in_markdown_and_html(rare_sweep: Path, tmp_path: Path) -> None:
+    written = leaderboard.write(leaderboard.build(rare_sweep), tmp_path / "board")
+    page = _PageText()
+    page.feed(written["html"].read_text())
+    blocks, images = _markdown_blocks(written["markdown"].read_text())
+    assert page.blocks == blocks and page.images == images
+    titles = [text for kind, text, *_ in blocks if kind == "heading"]
+    assert titles.index("Success by rarity") < titles.index("Rare cases, models compared case for case")
+    assert titles.index("Replayed failures (2)") < titles.index("Failed trials (0)")

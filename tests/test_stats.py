@@ -18,6 +18,14 @@ def test_wilson_interval_matches_the_textbook_case() -> None:
     )
 
 
+def test_newcombe_difference_matches_his_worked_example() -> None:
+    """56/70 − 48/80 = 0.2 with (0.0524, 0.3339) (Newcombe 1998, method 10); no trials on a side: no interval."""
+    interval = stats.newcombe_difference(56, 70, 48, 80)
+    assert interval.estimate == pytest.approx(0.2)
+    assert (interval.low, interval.high) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    assert np.isnan(stats.newcombe_difference(3, 10, 0, 0).estimate)
+
+
 def _coverage(seeds: int, episodes: int, spread: float | None, draws: int = 200, samples: int = 500) -> float:
     """Fraction of draws whose bootstrap CI covers the true success rate 0.7.
 

@@ -1,6 +1,7 @@
 """Rare-state failure mining: k-NN rarity, success by rarity bucket, the adversarial search and its replay."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from harness.eval.cases import case_at, make_cases
 from harness.eval.evaluation import run_episodes
 from harness.eval.replay import replay
 from harness.eval.stress import SearchTarget, adversarial_search, knn_rarity, rarity_table, write_failures
-from harness.report import results
+from harness.report import leaderboard, results
 from harness.sweep.cli import main as cli
 from harness.sweep.config import expand_trials, load_sweep
 from harness.trial.parts import TrialParts, build_trial
@@ -73,6 +74,13 @@ def test_success_by_rarity_bucket_shares_bucket_edges_across_conditions(tmp_path
     assert set(summary["condition"]) == {"clean", "action_noise=0.2"}
     assert summary["success_rate"].between(0, 1).all()
 
+    # The command writes one typed row per trial × case, the buckets the leaderboard joins to the episodes.
+    assert cli(["stress", "rarity", str(tmp_path), "--buckets", "2"]) == 0
+    rows = results.read_rows(str(tmp_path), results.RARITY_FILE, results.RarityRow)
+    assert len(rows) == 12 and set(rows["trial_id"]) == {spec.trial_id} and (rows["buckets"] == 2).all()
+    clean = episodes[episodes["condition"] == "clean"].set_index("case_seed")
+    assert rows.set_index("case_seed")["bucket"].to_dict() == clean["bucket"].to_dict()
+
 
 @pytest.fixture
 def local_ray():
@@ -123,3 +131,54 @@ def test_a_history_1_row_rebuilds_its_empty_action_history_with_its_width():
     )  # fmt: skip
     case = case_from_row(row, frameskip=5)
     assert case.history_actions.shape == (0, 10) and case.recorded_actions.shape == (25, 2)
+
+
+def test_replay_failures_draws_the_hardest_cases_of_every_trial_where_the_leaderboard_links_them(
+    tmp_path, cache_dir, local_ray
+):
+    spec = tiny_trial(tmp_path, "oracle")
+    results.write_trial(str(tmp_path), spec.trial_id, *run_trial(spec))
+    parts = build_trial(spec)
+    rows = adversarial_search(
+        search_target(spec, parts), budget=4, repeats=2, axes={"action_noise": (0.8, 1.0)}, seed=0,
+        storage_path=str(tmp_path / "ray"),
+    )  # fmt: skip
+    failures = pd.read_parquet(write_failures(rows, str(tmp_path), spec.trial_id))
+    assert len(failures) >= 2  # this much noise defeats even the oracle
+
+    assert cli(["replay-failures", str(tmp_path), "--top", "2"]) == 0
+    replays = results.read_rows(str(tmp_path), results.REPLAYS_FILE, results.ReplayRow)
+    assert list(replays["failure_row"]) == [0, 1] and set(replays["trial_id"]) == {spec.trial_id}
+    assert list(replays["strip"]) == [f"strips/{spec.trial_id}_{row}.png" for row in (0, 1)]
+    for replay_row, failure in zip(replays.itertuples(), failures.itertuples(), strict=False):
+        assert (tmp_path / replay_row.strip).read_bytes().startswith(b"\x89PNG")
+        assert replay_row.success == failure.success == replay_row.recorded_success  # it replays exactly
+        assert replay_row.final_distance == pytest.approx(failure.final_distance, abs=1e-4)
+        assert (replay_row.role, replay_row.condition) == ("ceiling", failure.condition)
+    assert not list((tmp_path / "strips").glob(".*"))  # no temp file left behind
+
+    markdown = leaderboard.render(str(tmp_path))["markdown"]
+    links = re.findall(r"\]\(([^)]*strips/[^)]+)\)", markdown.read_text())
+    assert links == [f"../strips/{spec.trial_id}_{row}.png" for row in (0, 1)]
+    assert all((markdown.parent / link).is_file() for link in links)
+
+
+def test_replay_failures_names_the_folder_or_file_it_cannot_use_in_one_line(tmp_path, capsys):
+    assert cli(["replay-failures", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(tmp_path / "failures") in error and "stress search" in error
+
+    (tmp_path / "failures").mkdir()
+    damaged = tmp_path / "failures" / "two_room-lewm-s0-0123456789.parquet"
+    damaged.write_bytes(b"PAR1 not really")
+    assert cli(["replay-failures", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(damaged) in error and "cannot read" in error
+
+    pd.DataFrame({"trial_id": ["x"], "success": [False]}).to_parquet(damaged)
+    assert cli(["replay-failures", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and str(damaged) in error and "lacks task, model" in error
+
+    assert cli(["replay-failures", str(tmp_path), "--top", "0"]) == 2
+    assert "--top must be at least 1" in capsys.readouterr().err

@@ -1,16 +1,21 @@
-"""Replay one mined failure case and draw it (``python -m harness replay FILE ROW [--out DIR]``).
+"""Replay mined failure cases and draw them (``python -m harness replay FILE ROW [--out DIR]``, one case;
+``python -m harness replay-failures RESULTS [--top N]``, the hardest N of every trial).
 
 A row of a failures file (harness/eval/stress.py) holds everything the case needs: the
 trial spec (task, data, model, planner, protocol), the start with its history, the goal
-and the condition. The command rebuilds the controller from the spec (the model from the
+and the condition. The commands rebuild the controller from the spec (the model from the
 checkpoint cache, or ``--controller random|oracle``); :func:`replay` runs the episode
 through the same evaluator, and :func:`save_strip` draws the start, the frame after every
-executed action block, and the goal, as the controller saw them.
+executed action block, and the goal, as the controller saw them. :func:`replay_top` does
+that for the first rows of one trial's failures and returns a typed row per strip
+(``RESULTS/replays.parquet``, which the leaderboard links its strips from).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +25,7 @@ from harness.eval.cases import Case
 from harness.eval.controllers import Controller
 from harness.eval.evaluation import EpisodeResult, run_episodes
 from harness.eval.protocol import EvalProtocol
+from harness.report.results import STRIPS_DIR, ReplayRow
 from tasks.base import Task, TaskEnv
 from tasks.conditions import Condition
 
@@ -130,6 +136,53 @@ def save_strip(frames: np.ndarray, path: Path, title: str) -> Path:
     figure.suptitle(title, fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")  # atomic: a page never links half a strip
+    try:
+        figure.savefig(temp, dpi=100, format="png")
+        os.replace(temp, path)
+    finally:
+        plt.close(figure)
+        temp.unlink(missing_ok=True)
     return path
+
+
+def strip_name(trial_id: str, row: int, controller: str | None = None) -> str:
+    """The image strip of row ``row`` of a trial's failures: ``<trial_id>_<row>.png`` (``_<controller>`` before
+    the suffix when a reference controller replayed it instead of the trial's own)."""
+    return f"{trial_id}_{row}" + (f"_{controller}" if controller else "") + ".png"
+
+
+def replay_top(
+    failures: pd.DataFrame,
+    top: int,
+    task: Task,
+    protocol: EvalProtocol,
+    controller: Controller,
+    root: Path,
+    role: str,
+    variant: str = "",
+) -> list[ReplayRow]:
+    """Replay the first ``top`` rows of one trial's failures (hardest first) with its own controller, draw each
+    to ``root/strips/<trial_id>_<row>.png`` and return a :class:`ReplayRow` per strip."""
+    replayed = []
+    for index in range(min(top, len(failures))):
+        row = failures.iloc[index]
+        result, frames, condition = replay(row, task, protocol, controller)
+        strip = f"{STRIPS_DIR}/{strip_name(row['trial_id'], index)}"
+        title = f"{row['task']} · {row['model']} · {condition.name} · success {result.success}"
+        save_strip(frames, root / strip, title)
+        replayed.append(
+            ReplayRow(
+                trial_id=row["trial_id"], failure_row=index, task=row["task"], model=row["model"], role=role,
+                variant=variant, seed=int(row["seed"]), protocol_hash=protocol.hash(), condition=condition.name,
+                case_seed=int(row["case_seed"]), start_rarity=_optional_float(row.get("start_rarity")),
+                goal_rarity=_optional_float(row.get("goal_rarity")), recorded_success=bool(row["success"]),
+                recorded_final_distance=float(row["final_distance"]), success=bool(result.success),
+                final_distance=float(result.final_distance), strip=strip,
+            )
+        )  # fmt: skip
+    return replayed
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)

@@ -5,16 +5,20 @@ Two views of the same question, "which cases break this controller?":
 - Rarity (:func:`rarity_table`): how far each evaluation case's start and goal lie from
   the training data (mean distance to the k = 5 nearest training states, in true-state
   space standardised per dimension), and success by rarity bucket (quantiles shared by
-  every model and condition of a task, so the buckets are paired).
+  every model and condition of a task, so the buckets are paired). :func:`rarity_rows`
+  makes the typed rows (one per trial × case) the leaderboard's "Success by rarity" reads.
 - Adversarial search (:func:`adversarial_search`): Optuna, through Ray Tune's
   OptunaSearch, proposes a start (an episode and step of the held-out data, goal
   ``goal_offset`` steps later as in the protocol) and perturbation magnitudes, and
   minimises the controller's success. Every evaluated episode becomes a replayable row
   (task, seed, start, goal, history, condition, config) in Parquet;
-  ``python -m harness replay FILE ROW`` re-runs one and draws it.
+  ``python -m harness replay FILE ROW`` re-runs one and draws it, and
+  ``python -m harness replay-failures RESULTS`` the hardest few of every trial, where the
+  leaderboard links them (harness/eval/replay.py).
 
-    python -m harness stress rarity results/robustness
+    python -m harness stress rarity results/stress          # RESULTS/rarity.parquet
     python -m harness stress search sweeps/stress.yaml --budget 32
+    python -m harness replay-failures results/stress --top 3
 
 A library: those commands live in harness/sweep/cli.py, which builds the trial these
 functions are given (harness/trial/parts.py).
@@ -135,6 +139,27 @@ def rarity_table(
             }
         )  # fmt: skip
     return episodes, pd.DataFrame(summary)
+
+
+def rarity_rows(episodes: pd.DataFrame, k: int = RARITY_K, buckets: int = 4) -> list[results.RarityRow]:
+    """One typed row per trial × case of :func:`rarity_table`'s episode rows (given the ``k`` and ``buckets`` it
+    was called with): every condition of a trial ran the same cases, so a case's rarity and bucket are one."""
+    cases = episodes.drop_duplicates(["trial_id", "case_seed"]).sort_values(["task", "trial_id", "case_seed"])
+    return [
+        results.RarityRow(
+            trial_id=row.trial_id,
+            task=row.task,
+            protocol_hash=row.protocol_hash,
+            case_seed=int(row.case_seed),
+            start_rarity=float(row.start_rarity),
+            goal_rarity=float(row.goal_rarity),
+            rarity=float(row.rarity),
+            bucket=int(row.bucket),
+            buckets=buckets,
+            rarity_k=k,
+        )  # fmt: skip
+        for row in cases.itertuples()
+    ]
 
 
 # --- adversarial search ------------------------------------------------------------------------------
@@ -295,5 +320,5 @@ def write_failures(rows: pd.DataFrame, root: str, trial_id: str) -> str:
     """The failed episodes among ``rows`` as ``<root>/failures/<trial_id>.parquet`` (atomically); its path."""
     failures = rows[~rows["success"]].reset_index(drop=True)
     return results.write_atomic(
-        pa.Table.from_pandas(failures, preserve_index=False), root, f"failures/{trial_id}.parquet"
+        pa.Table.from_pandas(failures, preserve_index=False), root, f"{results.FAILURES_DIR}/{trial_id}.parquet"
     )

@@ -103,6 +103,7 @@ class ConditionRow:
     # How a model's figures were obtained (None for reference controllers and for files from before these columns).
     plan_precision: str | None = None  # "fp32" | "bf16": what the planner's rollout ran in on this device
     plan_compile: bool | None = None  # the rollout was torch.compiled
+    plan_cuda_graphs: bool | None = None  # each CEM iteration replayed a captured CUDA graph (only ever on CUDA)
     train_precision: str | None = None  # "fp32" | "bf16": what training ran in (None: a checkpoint that did not say)
     train_compile: bool | None = None  # the loss was torch.compiled in training
     # A hash of the evaluation cases (task, version, source dataset, each case's seed, start and goal):
@@ -150,6 +151,54 @@ class EpisodeRow:
     protocol_hash: str
 
 
+@dataclass
+class RarityRow:
+    """One evaluation case of one trial: how rare it is under that trial's training data, and its rarity bucket.
+
+    ``python -m harness stress rarity RESULTS`` writes them to ``RESULTS/rarity.parquet`` (harness/eval/stress.py);
+    the leaderboard joins them to the episode rows on (trial_id, case_seed). Bucket edges are quantiles of the
+    task's cases, so a case shared by several trials of one training dataset lands in one bucket for all of them.
+    """
+
+    trial_id: str
+    task: str
+    protocol_hash: str
+    case_seed: int
+    start_rarity: float  # mean distance to the k nearest training states, per-dimension standardised
+    goal_rarity: float
+    rarity: float  # max(start, goal): a case is as rare as its rarer end
+    bucket: int  # 0: the task's most common quantile of cases ... buckets - 1: the rarest
+    buckets: int
+    rarity_k: int  # the k of the k-NN rarity
+
+
+@dataclass
+class ReplayRow:
+    """One mined failure, replayed and drawn by ``python -m harness replay-failures RESULTS``: RESULTS/replays.parquet.
+
+    ``failure_row`` indexes ``failures/<trial_id>.parquet`` (0 = the hardest case the search found); ``strip`` is the
+    image strip's path relative to the results folder.
+    """
+
+    trial_id: str
+    failure_row: int
+    task: str
+    model: str
+    role: str
+    variant: str
+    seed: int
+    protocol_hash: str
+    condition: str
+    case_seed: int
+    start_rarity: float | None
+    goal_rarity: float | None
+    recorded_success: bool  # what the search recorded for the case
+    recorded_final_distance: float
+    success: bool  # what the replay found
+    final_distance: float
+    strip: str  # e.g. "strips/<trial_id>_0.png"
+
+
 _ARROW_TYPES: dict[Any, pa.DataType] = {
     str: pa.string(),
     int: pa.int64(),
@@ -180,6 +229,10 @@ EPISODE_SCHEMA = schema_of(EpisodeRow)
 
 TRIALS_DIR = "trials"
 EPISODES_DIR = "episodes"
+FAILURES_DIR = "failures"  # the adversarial search's failed episodes, one file per trial (harness/eval/stress.py)
+STRIPS_DIR = "strips"  # the image strips of replayed failures
+RARITY_FILE = "rarity.parquet"  # RarityRow
+REPLAYS_FILE = "replays.parquet"  # ReplayRow
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
@@ -349,3 +402,28 @@ def load(root: str, table: str = TRIALS_DIR) -> pd.DataFrame:
     dataset = ds.dataset(folder, format="parquet", filesystem=fs, schema=schema, exclude_invalid_files=True)
     files = [f for f in dataset.files if f.endswith(".parquet")]
     return ds.dataset(files, format="parquet", filesystem=fs, schema=schema).to_table().to_pandas()
+
+
+class RowsFileError(ValueError):
+    """A results file of typed rows cannot be read as those rows (damaged, or written before its columns)."""
+
+
+def read_rows(root: str, relative_path: str, row_type: type) -> pd.DataFrame | None:
+    """The rows of an optional file of ``row_type`` rows under ``root`` (e.g. :data:`RARITY_FILE`); None when absent.
+
+    Raises :class:`RowsFileError`, one line naming the file, when it is damaged or lacks a column of ``row_type``.
+    """
+    fs, base = _filesystem(root)
+    path = f"{base.rstrip('/')}/{relative_path}"
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    schema = schema_of(row_type)
+    try:
+        missing = [name for name in schema.names if name not in pq.read_schema(path, filesystem=fs).names]
+        if missing:
+            raise RowsFileError(
+                f"{path} lacks column(s) {', '.join(missing)} of {row_type.__name__}: written by an older wmbench"
+            )
+        return _read_file(fs, path, schema)
+    except (OSError, pa.ArrowException) as error:
+        raise RowsFileError(f"{path} cannot be read ({str(error).splitlines()[0]})") from error

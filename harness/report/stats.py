@@ -45,6 +45,20 @@ def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE)
     return Interval(rate, max(0.0, centre - half), min(1.0, centre + half))
 
 
+def newcombe_difference(
+    successes_x: int, trials_x: int, successes_y: int, trials_y: int, confidence: float = CONFIDENCE
+) -> Interval:
+    """Difference of two independent binomial rates x − y with Newcombe's hybrid score interval (his method 10),
+    built from the two Wilson intervals, so it agrees with them; NaN when either has no trials."""
+    x, y = wilson_interval(successes_x, trials_x, confidence), wilson_interval(successes_y, trials_y, confidence)
+    if trials_x <= 0 or trials_y <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    difference = x.estimate - y.estimate
+    below = np.sqrt((x.estimate - x.low) ** 2 + (y.high - y.estimate) ** 2)
+    above = np.sqrt((x.high - x.estimate) ** 2 + (y.estimate - y.low) ** 2)
+    return Interval(difference, float(difference - below), float(difference + above))
+
+
 def _as_groups(groups: Sequence[Sequence[float]]) -> list[np.ndarray]:
     arrays = [np.asarray(g, dtype=float) for g in groups]
     arrays = [a for a in arrays if a.size]

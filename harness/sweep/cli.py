@@ -6,6 +6,7 @@
     python -m harness surprise SWEEP.yaml [key=value ...]
     python -m harness stress rarity RESULTS | stress search SWEEP.yaml [--budget N] [--axis NAME=LOW:HIGH]
     python -m harness replay FAILURES_FILE ROW [--out DIR] [--controller random|oracle]
+    python -m harness replay-failures RESULTS [--top N]
     python -m harness datasets list | inspect KEY | preview KEY [--episode N] --out FILE.png|.gif|.mp4
     python -m tasks.collect TASK [--episodes N] ...   (data ahead of a sweep; the tasks layer's own command)
 
@@ -116,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     replayed.add_argument("row", type=int, help="the row to replay (0 = the hardest case found)")
     replayed.add_argument("--out", default=".", help="folder for the image strip (default: here)")
     replayed.add_argument("--controller", choices=REFERENCE_CONTROLLERS, help="replay with a reference controller")
+
+    mined = command("replay-failures", _replay_failures, "replay the hardest mined failures of every trial, "
+                    "drawn where the leaderboard links them (RESULTS/strips/, RESULTS/replays.parquet)")  # fmt: skip
+    mined.add_argument("root", help="a results folder whose failures/ the stress search wrote, e.g. results/stress")
+    mined.add_argument("--top", type=int, default=3, help="rows per trial, hardest first (default 3)")
 
     checked = command("check-model", _check_model, "check a model (zoo name, import path or entry point) against "
                       "the WorldModel contract on random tensors, before a sweep is spent on it")  # fmt: skip
@@ -281,11 +287,12 @@ def _rarity(args: argparse.Namespace) -> int:
         return _flat_states(trial_data(TrialSpec.from_dict(json.loads(row["config"]))).train.states)
 
     episodes, trials = results.load(args.root, results.EPISODES_DIR), results.load(args.root)
-    _, summary = stress.rarity_table(episodes, trials, training_states, args.k, args.buckets)
-    path = results.write_atomic(pa.Table.from_pandas(summary, preserve_index=False), args.root, "rarity.parquet")
+    cases, summary = stress.rarity_table(episodes, trials, training_states, args.k, args.buckets)
+    rows = stress.rarity_rows(cases, args.k, args.buckets)
+    path = results.write_atomic(results.to_table(rows, results.RarityRow), args.root, results.RARITY_FILE)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"written to {path}")
+    print(f"{len(rows)} trial × case rows written to {path}; the leaderboard shows success by rarity from them")
     return 0
 
 
@@ -307,10 +314,65 @@ def _replay(args: argparse.Namespace) -> int:
         f"success {result.success} (recorded {bool(row['success'])}), final distance {result.final_distance:.3f} "
         f"(recorded {row['final_distance']:.3f})"
     )
-    name = f"{row['trial_id'] or row['task']}-row{args.row}{'-' + args.controller if args.controller else ''}.png"
+    name = replay.strip_name(row["trial_id"] or row["task"], args.row, args.controller)
     title = f"{row['task']} · {who} · {condition.name} · success {result.success}"
     print(f"image strip: {replay.save_strip(frames, Path(args.out) / name, title)}")
     return 0
+
+
+FAILURE_COLUMNS = (
+    "trial_id", "task", "model", "seed", "config", "case_seed", "episode", "start_step", "start", "goal",
+    "history_states", "history_actions", "recorded_actions", "condition", "condition_params", "success",
+    "final_distance",
+)  # fmt: skip
+
+
+def _replay_failures(args: argparse.Namespace) -> int:
+    """Replay the ``--top`` hardest rows of every RESULTS/failures/*.parquet; index the strips in replays.parquet."""
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {args.top}")
+    root = Path(args.root)
+    folder = root / results.FAILURES_DIR
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no failures under {folder}: run `python -m harness stress search SWEEP` first")
+    replayed: list[results.ReplayRow] = []
+    for path in files:
+        failures, spec = _read_failures(path)
+        if spec is None:
+            print(f"{path.stem}: the search found no failure to replay")
+            continue
+        parts = build_trial(spec)
+        rows = replay.replay_top(failures, args.top, parts.task, parts.protocol, parts.controller, root,
+                                 spec.role, spec.variant)  # fmt: skip
+        for row in rows:
+            again = "" if row.success == row.recorded_success else f" (recorded success {row.recorded_success})"
+            print(
+                f"{row.trial_id} row {row.failure_row}: {row.condition}, success {row.success}{again}, "
+                f"final distance {row.final_distance:.3f} -> {root / row.strip}"
+            )
+        replayed += rows
+    table = results.to_table(replayed, results.ReplayRow)
+    print(f"{len(replayed)} strips indexed in {results.write_atomic(table, str(root), results.REPLAYS_FILE)}")
+    return 0
+
+
+def _read_failures(path: Path) -> tuple[pd.DataFrame, TrialSpec | None]:
+    """A failures file's rows and the trial spec they carry (None when it holds no row); RowError naming the file."""
+    try:
+        failures = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise RowError(f"cannot read failures file {path}: {str(error).splitlines()[0]}") from None
+    missing = [column for column in FAILURE_COLUMNS if column not in failures.columns]
+    if missing:
+        raise RowError(f"{path} is not a failures file of `harness stress search`: it lacks {', '.join(missing)}")
+    if failures.empty:
+        return failures, None
+    try:
+        return failures, TrialSpec.from_dict(json.loads(failures.iloc[0]["config"]))
+    except (ConfigError, ValueError, KeyError, TypeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RowError(f"{path}: its config is not a trial spec ({reason})") from None
 
 
 # --- datasets: the cache's catalog (tasks/catalog.py) ---------------------------------------------

@@ -4,7 +4,9 @@
 it into one list of sections (sections.py) that markdown.py and html.py only lay out, with the
 figures of plots.py. The command (``python -m harness leaderboard``) lives in harness/sweep/cli.py:
 it calls :func:`build` and :func:`write` and prints the Markdown file. Several folders (and globs,
-:func:`expand`) make one standing board, merged where protocol and cases agree (merge.py).
+:func:`expand`) make one standing board, merged where protocol and cases agree (merge.py). Where the stress
+commands left ``rarity.parquet`` and ``replays.parquet`` in a folder, the board adds success by rarity and the
+replayed failures, linking their image strips (rarity.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from harness.report.leaderboard.build import (
     label,
 )
 from harness.report.leaderboard.merge import NoFoldersError, Refusal, Source, expand
+from harness.report.leaderboard.rarity import RarityCurve
 from harness.report.leaderboard.sections import FigureRef, Section
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "Leaderboard",
     "NoFoldersError",
     "NoResultsError",
+    "RarityCurve",
     "Refusal",
     "Section",
     "Source",
@@ -75,9 +79,9 @@ def write(board: Leaderboard, out_dir: str | Path) -> dict[str, Path]:
     shown = sections.with_figures(document, figures)
     written = {ref.stem: path for ref, path in figures.items()}
     written["markdown"] = out / "leaderboard.md"
-    written["markdown"].write_text(markdown.render(shown, figures), encoding="utf-8")
+    written["markdown"].write_text(markdown.render(shown, figures, page_dir=out), encoding="utf-8")
     written["html"] = out / "leaderboard.html"
-    written["html"].write_text(html.render(shown, figures), encoding="utf-8")
+    written["html"].write_text(html.render(shown, figures, page_dir=out), encoding="utf-8")
     return written
 
 

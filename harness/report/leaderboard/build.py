@@ -8,7 +8,9 @@ every perturbation axis gets a curve of success vs magnitude that starts at the 
 and its normalised AUC; entries are summarised across tasks by the interquartile mean and
 compared per task by the probability of improvement (rliable). Failed trials are counted and
 listed with their error. Several results folders share one board where their protocol and cases
-agree (merge.py); ``source`` names each row's folder ("" when the board reads one).
+agree (merge.py); ``source`` names each row's folder ("" when the board reads one). A folder's
+``rarity.parquet`` and ``replays.parquet`` (the stress commands') add success by rarity bucket and
+the replayed failures (rarity.py).
 
 Rows say what they are in their ``role``, ``variant``, ``axis`` and ``magnitude`` columns;
 nothing is parsed out of a name. Result folders written before those columns existed read
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import harness.report.leaderboard.rarity as rare_states
 from harness.report import stats
 from harness.report.leaderboard.merge import (
     UNKNOWN_CASES,
@@ -93,6 +96,10 @@ class Leaderboard:
     left_out: dict[str, str] = field(default_factory=dict)  # trial id -> why its files were not used
     sources: list[Source] = field(default_factory=list)  # every folder read, the first founding the board
     refused: list[Refusal] = field(default_factory=list)  # rows of later folders that could not join, and why
+    # The rare-state study (rarity.py), from each folder's rarity.parquet and replays.parquet where present.
+    rarity: list[rare_states.RarityCurve] = field(default_factory=list)  # clean success per rarity bucket per entry
+    rarity_pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=rare_states.PAIR_COLUMNS))
+    replays: pd.DataFrame = field(default_factory=pd.DataFrame)  # ReplayRow columns + source, strip_path, strip_exists
 
 
 def label(model: str, variant: str, role: str, source: str = "") -> str:
@@ -566,6 +573,11 @@ def build(roots: str | Path | Sequence[str | Path], baseline: str | Path | None 
     )
     table = table.drop(columns=["_entry", "_axis"]).reset_index(drop=True)
 
+    rarity, replays, rare_warnings = rare_states.read([(source.label, source.folder) for source in sources])
+    cases, unseen = rare_states.clean_cases(ok, episodes, rarity)
+    unshared, not_paired = rare_states.unshared_tasks(cases)
+    rarity_curves = rare_states.rarity_curves(table, cases)
+
     return Leaderboard(
         conditions=table,
         models=_model_summaries(table, outcomes),
@@ -579,8 +591,14 @@ def build(roots: str | Path | Sequence[str | Path], baseline: str | Path | None 
         baseline=str(baseline) if baseline is not None else None,
         warnings=_warnings(table, conditions, failed, where)
         + within_folder_warnings(conditions)
-        + _left_out_warnings(left_out, where),
+        + _left_out_warnings(left_out, where)
+        + rare_warnings
+        + unseen
+        + not_paired,
         left_out=left_out,
         sources=sources,
         refused=refused,
+        rarity=rarity_curves,
+        rarity_pairs=rare_states.rarity_pairs(rarity_curves, cases, unshared),
+        replays=replays,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.leaderboard.sections import Cell, FigureRef, Row, Section
+from harness.report.leaderboard.sections import Cell, FigureRef, Row, Section, href
 
 _SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach((th, col) => th.addEventListener("click", () => {
@@ -49,8 +49,10 @@ def _sort_value(sort: float | str | None) -> str:
     return escape(str(sort))
 
 
-def _cell(cell: Cell) -> str:
+def _cell(cell: Cell, page_dir: Path | None) -> str:
     content = escape(cell.text)
+    if cell.link is not None:
+        content = f'<a href="{escape(href(cell.link, page_dir))}">{content}</a>'
     if cell.warn:
         content = f'<span class="warn">{content}</span>'
     if cell.detail is not None:
@@ -58,25 +60,26 @@ def _cell(cell: Cell) -> str:
     return f'<td data-v="{_sort_value(cell.sort)}">{content}</td>'
 
 
-def _row(row: Row) -> str:
+def _row(row: Row, page_dir: Path | None) -> str:
     css = f' class="{" ".join(row.marks)}"' if row.marks else ""
-    return f"<tr{css}>" + "".join(_cell(cell) for cell in row.cells) + "</tr>"
+    return f"<tr{css}>" + "".join(_cell(cell, page_dir) for cell in row.cells) + "</tr>"
 
 
-def _table(section: Section) -> str:
+def _table(section: Section, page_dir: Path | None) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in section.header)
-    body = "".join(_row(row) for row in section.rows)
+    body = "".join(_row(row, page_dir) for row in section.rows)
     return f'<table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def render(sections: list[Section], figures: Mapping[FigureRef, Path]) -> str:
-    """One self-contained page of ``sections``; each figure's PNG is read from ``figures`` and embedded."""
+def render(sections: list[Section], figures: Mapping[FigureRef, Path], page_dir: Path | None = None) -> str:
+    """One self-contained page of ``sections``; each figure's PNG is read from ``figures`` and embedded. A cell's
+    link (an image strip) stays a link, relative to ``page_dir`` where the page is written (as found when None)."""
     parts = []
     for section in sections:
         parts.append(f"<h{section.level}>{_inline(section.title)}</h{section.level}>")
         parts.extend(f"<p>{_inline(note)}</p>" for note in section.notes)
         if section.header:
-            parts.append(_table(section))
+            parts.append(_table(section, page_dir))
         if section.figure is not None:
             data = base64.b64encode(figures[section.figure].read_bytes()).decode("ascii")
             parts.append(f'<img alt="{escape(section.title)}" src="data:image/png;base64,{data}">')

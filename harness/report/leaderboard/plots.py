@@ -1,4 +1,5 @@
-"""The leaderboard's figures (matplotlib, files only): a robustness curve per axis, the Pareto front, surprise."""
+"""The leaderboard's figures (matplotlib, files only): a robustness curve per axis, the Pareto front, surprise,
+success by rarity bucket."""
 
 from __future__ import annotations
 
@@ -126,16 +127,48 @@ def _surprise(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def _rarity(board: Leaderboard, protocol_hash: str) -> plt.Figure | None:
+    """Clean success vs rarity bucket (most common to rarest), one panel per task, one line per entry with its
+    Wilson 95% band."""
+    curves = [c for c in board.rarity if c.protocol_hash == protocol_hash]
+    if not curves:
+        return None
+    tasks = sorted({c.task for c in curves})
+    colours = _colours(board)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = [c for c in curves if c.task == task]
+        for curve in mine:
+            colour = colours[(curve.model, curve.variant, curve.source)]
+            x = np.arange(1, curve.buckets + 1)
+            ax.plot(x, 100 * np.asarray(curve.success), "o-", color=colour,
+                    label=label(curve.model, curve.variant, curve.role, curve.source))  # fmt: skip
+            low, high = 100 * np.asarray(curve.success_ci_low), 100 * np.asarray(curve.success_ci_high)
+            ax.fill_between(x, low, high, color=colour, alpha=0.15)
+        buckets = max(c.buckets for c in mine)
+        ticks = [f"Q{b}" for b in range(1, buckets + 1)]
+        ticks[0], ticks[-1] = f"{ticks[0]}\ncommon", f"{ticks[-1]}\nrarest"
+        ax.set_xticks(np.arange(1, buckets + 1), ticks)
+        ax.set(title=f"{task}: success by rarity", xlabel="rarity bucket (clean)", ylabel="success %", ylim=(-3, 103))
+        ax.grid(alpha=0.3)
+    legend = {text: handle for ax in axes.flat for handle, text in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.tight_layout()
+    fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return fig
+
+
 def draw(board: Leaderboard, figure: FigureRef) -> plt.Figure | None:
     """The figure a section asks for; None when its protocol has nothing to draw (no planners, no surprise scores)."""
     if figure.kind == "robustness":
         return _robustness(board, figure.protocol_hash, figure.axis or "")
+    if figure.kind == "rarity":
+        return _rarity(board, figure.protocol_hash)
     rows = board.conditions[board.conditions["protocol_hash"] == figure.protocol_hash]
     if figure.kind == "pareto":
         return _pareto(board, rows)
     if figure.kind == "surprise":
         return _surprise(board, rows)
-    raise ValueError(f"unknown figure kind {figure.kind!r}; expected robustness, pareto or surprise")
+    raise ValueError(f"unknown figure kind {figure.kind!r}; expected robustness, pareto, surprise or rarity")
 
 
 def png(fig: plt.Figure) -> bytes:

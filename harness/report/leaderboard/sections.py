@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from harness.report.leaderboard.build import Curve, Leaderboard, label
+from harness.report.leaderboard.rarity import RarityCurve
 
 FAILED_COLUMNS = ("trial", "protocol", "task", "model", "seed", "condition", "error")
 MISSING = "—"  # the text of a cell without a value
@@ -37,6 +40,15 @@ class Cell:
     sort: float | str | None = None  # None or NaN: no value (sorted last either way)
     detail: str | None = None  # a longer text folded under the cell where the format can (a traceback)
     warn: bool = False  # a warning the reader should not miss
+    link: str | None = None  # a file the cell links to (an image strip), as found on this machine: see :func:`href`
+
+
+def href(link: str, page_dir: Path | None) -> str:
+    """Where a cell's link points from a page written to ``page_dir``: a relative path for a local file (so the
+    folder can be moved whole), a URI as it is, and the path as found when the page has no folder yet."""
+    if page_dir is None or "://" in link:
+        return link
+    return Path(os.path.relpath(Path(link).resolve(), Path(page_dir).resolve())).as_posix()
 
 
 @dataclass(frozen=True)
@@ -47,7 +59,7 @@ class Row:
 
 @dataclass(frozen=True)
 class FigureRef:
-    """A figure a section shows: its kind ("robustness", "pareto", "surprise"), protocol and axis."""
+    """A figure a section shows: its kind ("robustness", "pareto", "surprise", "rarity"), protocol and axis."""
 
     kind: str
     protocol_hash: str
@@ -323,6 +335,118 @@ def _curve_section(protocol_hash: str, axis: str, curves: list[Curve]) -> Sectio
     return Section(f"Robustness to {_words(axis)}", 3, notes=(note,), header=header, rows=tuple(rows), figure=figure)
 
 
+# --------------------------------------------------------------------------- the rare-state study
+
+
+def _bucket_names(buckets: int) -> list[str]:
+    """Column names of the rarity buckets, the most common first: ``Q1 (most common)`` ... ``Q4 (rarest)``."""
+    ends = {0: " (most common)", buckets - 1: " (rarest)"}
+    return [f"Q{bucket + 1}{ends.get(bucket, '')}" for bucket in range(buckets)]
+
+
+def _rarity_section(protocol_hash: str, curves: list[RarityCurve]) -> Section:
+    """Clean success % per rarity bucket, one row per task × entry, with rarest − most common and its plot."""
+    buckets = max(curve.buckets for curve in curves)
+    header = ("task", "model", *_bucket_names(buckets), "rarest − most common, pp [95% CI]", "episodes per Q")
+    rows = []
+    for curve in curves:
+        cells = [Cell(curve.task, curve.task), _label_cell(curve.model, curve.variant, curve.role, curve.source)]
+        for bucket in range(buckets):
+            if bucket < curve.buckets:
+                value = curve.success[bucket]
+                text = _pct_ci(value, curve.success_ci_low[bucket], curve.success_ci_high[bucket])
+                cells.append(Cell(text, value))
+            else:
+                cells.append(Cell(MISSING))
+        cells.append(Cell(_signed_ci(curve.gap, curve.gap_ci_low, curve.gap_ci_high), curve.gap))
+        counts = " · ".join(str(count) for count in curve.episodes)
+        rows.append(Row((*cells, Cell(counts, sum(curve.episodes))), _marks(curve.role)))
+    ks = ", ".join(str(k) for k in sorted({curve.rarity_k for curve in curves}))
+    note = (
+        f"Clean condition. A case is as rare as its rarer end: the start's or the goal's mean distance to its "
+        f"k = {ks} nearest training states, per dimension standardised (`python -m harness stress rarity`). "
+        f"Q1 … Q{buckets}: quantiles of each task's cases, Q1 the most common, Q{buckets} the rarest; the edges "
+        "are shared by every model of a task, so a column compares models on the same cases. Success %: Wilson 95% "
+        "interval over seeds × cases pooled (plot: the same intervals as bands). Rarest − most common: Newcombe's "
+        "95% interval from the two Wilson intervals, unpaired, since the two buckets hold different cases (no paired "
+        "test within one model exists); models are compared case for case below."
+    )
+    figure = FigureRef("rarity", protocol_hash)
+    return Section("Success by rarity", 3, notes=(note,), header=header, rows=tuple(rows), figure=figure)
+
+
+def _rarity_pairs_section(pairs: pd.DataFrame) -> Section:
+    """Models compared on the same rare cases: X − Y on the rarest bucket, and the difference of their gaps."""
+    rows = tuple(
+        Row(
+            (
+                Cell(p.task, p.task),
+                _label_cell(p.model_x, p.variant_x, "model", p.source),
+                _label_cell(p.model_y, p.variant_y, "model", p.source),
+                Cell(_signed_ci(p.rarest_difference, p.rarest_ci_low, p.rarest_ci_high), p.rarest_difference),
+                Cell(_p_value(p.mcnemar_p), p.mcnemar_p),
+                Cell(_signed_ci(p.gap_difference, p.gap_ci_low, p.gap_ci_high), p.gap_difference),
+                Cell(f"{p.rarest_pairs} / {p.common_pairs}", p.rarest_pairs),
+            )
+        )
+        for p in pairs.itertuples()
+    )
+    header = (
+        "task", "X", "Y", "rarest Q: X − Y, pp [95% CI]", "McNemar p", "gap X − gap Y, pp [95% CI]",
+        "pairs (rarest / most common)",
+    )  # fmt: skip
+    note = (
+        "World models compared on the same cases (same seed, same case, so the same bucket; seeds × cases pooled). "
+        "Rarest Q: X's success minus Y's on the rarest bucket, a paired bootstrap 95% CI and the exact McNemar p on "
+        "the discordant cases. Gap X − gap Y: how much more X loses than Y from the most common bucket to the rarest "
+        "(negative: X loses more), a bootstrap 95% CI of the per-case differences X − Y over the two buckets' cases."
+    )
+    return Section("Rare cases, models compared case for case", 3, notes=(note,), header=header, rows=rows)
+
+
+def _yes_no(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _replays_section(replays: pd.DataFrame) -> Section:
+    """The adversarial search's hardest cases, replayed, each linking its image strip."""
+    several = replays["protocol_hash"].nunique() > 1
+    rows = []
+    for r in replays.itertuples():
+        agrees = r.success == r.recorded_success and abs(r.final_distance - r.recorded_final_distance) < 1e-3
+        success = f"{_yes_no(r.success)} ({_yes_no(r.recorded_success)})"
+        distance = f"{r.final_distance:.3f} ({r.recorded_final_distance:.3f})"
+        rarity = f"{_number(r.start_rarity, 2)} / {_number(r.goal_rarity, 2)}"
+        name = Path(r.strip).name
+        strip = Cell(name, name, link=r.strip_path) if r.strip_exists else Cell(f"missing: {r.strip}", warn=True)
+        cells = [
+            *([Cell(r.protocol_hash, r.protocol_hash)] if several else []),
+            Cell(r.task, r.task),
+            _label_cell(r.model, r.variant, r.role, r.source),
+            Cell(str(r.seed), r.seed),
+            Cell(r.condition, r.condition),
+            Cell(str(r.failure_row), r.failure_row),
+            Cell(success, int(r.success), warn=not agrees),
+            Cell(distance, r.final_distance, warn=not agrees),
+            Cell(rarity, r.start_rarity if not _missing(r.start_rarity) else None),
+            strip,
+        ]
+        rows.append(Row(tuple(cells), _marks(r.role)))
+    header = (
+        *(("protocol",) if several else ()), "task", "model", "seed", "condition", "row",
+        "success: replayed (searched)", "final distance: replayed (searched)", "rarity: start / goal", "strip",
+    )  # fmt: skip
+    note = (
+        "The hardest cases the adversarial search found (`python -m harness stress search`), replayed with the "
+        "trial's own controller and drawn by `python -m harness replay-failures RESULTS`: the start, the frame "
+        "after each executed action block and the goal, as the controller saw them. Row: the case's row in "
+        "`failures/<trial>.parquet` (0 = the hardest). In brackets what the search recorded; a replay that "
+        "disagrees is marked."
+    )
+    title = f"Replayed failures ({len(replays)})"
+    return Section(title, 2, notes=(note,), header=header, rows=tuple(rows))
+
+
 # --------------------------------------------------------------------------- the document
 
 
@@ -379,9 +503,17 @@ def document(board: Leaderboard) -> list[Section]:
             curves = [c for c in board.curves if c.protocol_hash == protocol_hash and c.axis == axis]
             if curves:
                 sections.append(_curve_section(protocol_hash, axis, curves))
+        rarity = [c for c in board.rarity if c.protocol_hash == protocol_hash]
+        if rarity:
+            sections.append(_rarity_section(protocol_hash, rarity))
+        pairs = board.rarity_pairs[board.rarity_pairs["protocol_hash"] == protocol_hash]
+        if len(pairs):
+            sections.append(_rarity_pairs_section(pairs))
         pareto, surprise = FigureRef("pareto", protocol_hash), FigureRef("surprise", protocol_hash)
         sections.append(Section("Success vs planning time (clean; dashed: Pareto front)", 3, figure=pareto))
         sections.append(Section("Surprise AUROC on impossible events", 3, figure=surprise))
+    if len(board.replays):
+        sections.append(_replays_section(board.replays))
     sections.append(_failed_section(board.failed))
     return sections
 
