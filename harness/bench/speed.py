@@ -2,10 +2,11 @@
 
     python -m harness.bench.speed                                   # LeWM tiny + paper, fp32, compile off
     python -m harness.bench.speed --precision fp32 bf16 --compile off on --episodes-per-call 1 50
+    python -m harness.bench.speed --sizes paper --device cuda --cuda-graphs off on   # on a GPU
     python -m harness.bench.speed --models lewm dino_wm --sizes tiny --iterations 3 --repeats 1   # a smoke run
     python -m harness.bench.speed --peer                            # + the authors' library at the same shapes
 
-For each model × size × precision × compile mode it times:
+For each model × size × precision × compile mode (× CUDA graphs off / on, for plans) it times:
 
 * one CEM plan at the published budget (300 samples, 30 elites, 30 iterations, horizon 5; the
   task's history, 1 on Two-Room) through :class:`~harness.eval.controllers.ModelController` —
@@ -98,6 +99,7 @@ class SpeedRow:
     flops: float | None = None  # counted on one call / step (FlopCounterMode; attention through the math kernel)
     flops_per_s: float | None = None  # achieved: flops / call_ms_median
     peak_gpu_mb: float | None = None  # torch.cuda.max_memory_allocated during this measurement
+    cuda_graphs: bool | None = None  # plan rows: each CEM iteration replayed a captured CUDA graph (only on CUDA)
 
 
 @dataclass(frozen=True)
@@ -209,10 +211,10 @@ def plan_flops(model: WorldModel, planner: PlannerConfig, shapes: Shapes, device
 
 def measure_plan(
     model: WorldModel, planner: PlannerConfig, shapes: Shapes, episodes: int, device: torch.device, args
-) -> tuple[Timing, str]:
-    """Plan-call timing for ``episodes`` per call, and the precision that ran."""
+) -> tuple[Timing, ModelController]:
+    """Plan-call timing for ``episodes`` per call, and the controller (what ran: precision, CUDA graphs)."""
     controller, call = plan_call(model, planner, shapes, episodes, device)
-    return timed(call, device, args.warmup, args.repeats), controller.precision
+    return timed(call, device, args.warmup, args.repeats), controller
 
 
 # --- training: TrainStep, as trials train ---
@@ -316,13 +318,15 @@ def measure_model(name: str, size: str, args, device: torch.device) -> list[Spee
         for compile_mode in args.compile:
             compiled = COMPILE_MODES[compile_mode]
             model = build(name, size, shapes, device).eval()
-            planned = dataclasses.replace(planner, precision=precision, compile=compiled)
-            for episodes in args.episodes_per_call:
+            for graphs, episodes in itertools.product(args.cuda_graphs, args.episodes_per_call):
+                planned = dataclasses.replace(planner, precision=precision, compile=compiled,
+                                              cuda_graphs=COMPILE_MODES[graphs])  # fmt: skip
                 timing, ran = measure_plan(model, planned, shapes, episodes, device, args)
                 figures = measured(timing, plan_flops_per_episode * episodes)
                 rows.append(
-                    SpeedRow(**common, **plan_fields, **figures, measurement="plan", precision=ran, compile=compiled,
-                             batch=episodes, plan_ms_per_episode=timing.call_ms_median / episodes)
+                    SpeedRow(**common, **plan_fields, **figures, measurement="plan", precision=ran.precision,
+                             compile=compiled, cuda_graphs=ran.cuda_graphs, batch=episodes,
+                             plan_ms_per_episode=timing.call_ms_median / episodes)
                 )  # fmt: skip
                 log.info("%s", _describe(rows[-1]))
             for batch_size in args.train_batch:
@@ -470,19 +474,21 @@ def _peer_train(peer, sigreg, weight: float, shapes: Shapes, batch_size: int, de
 
 def _describe(row: SpeedRow) -> str:
     what = f"{row.batch} ep/call" if row.measurement == "plan" else f"batch {row.batch}"
-    return f"{row.implementation} {row.model}-{row.size} {row.measurement} {what} {row.precision} compile={row.compile}"
+    how = f"{row.precision} compile={row.compile}" + (" cuda_graphs=True" if row.cuda_graphs else "")
+    return f"{row.implementation} {row.model}-{row.size} {row.measurement} {what} {how}"
 
 
 def table(rows: list[SpeedRow]) -> str:
     """The measurements as a fixed-width table; beside each wmbench row, its time over the peer's at the same shape."""
     peer = {(r.measurement, r.model, r.size, r.batch): r.call_ms_median for r in rows if r.implementation == PEER}
-    header = ("impl", "model", "size", "what", "batch", "prec", "compile", "ms/call", "ms/episode", "windows/s",
-              "GFLOP", "GFLOP/s", "peak RSS MB", "peak GPU MB", "time ÷ peer")  # fmt: skip
+    header = ("impl", "model", "size", "what", "batch", "prec", "compile", "graphs", "ms/call", "ms/episode",
+              "windows/s", "GFLOP", "GFLOP/s", "peak RSS MB", "peak GPU MB", "time ÷ peer")  # fmt: skip
     lines = [header]
     for r in rows:
         ratio = peer.get((r.measurement, r.model, r.size, r.batch)) if r.implementation != PEER else None
         lines.append((
             r.implementation, r.model, r.size, r.measurement, str(r.batch), r.precision, "on" if r.compile else "off",
+            {None: "", False: "off", True: "on"}[r.cuda_graphs],
             f"{r.call_ms_median:,.1f}", _maybe(r.plan_ms_per_episode, "{:,.1f}"), _maybe(r.windows_per_s, "{:,.1f}"),
             _maybe(r.flops and r.flops / 1e9, "{:,.1f}"), _maybe(r.flops_per_s and r.flops_per_s / 1e9, "{:,.1f}"),
             f"{r.peak_rss_mb:,.0f}", _maybe(r.peak_gpu_mb, "{:,.0f}"),
@@ -514,6 +520,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS)
     p.add_argument("--compile", nargs="+", default=["off"], choices=list(COMPILE_MODES))
+    p.add_argument("--cuda-graphs", nargs="+", default=["off"], choices=list(COMPILE_MODES),
+                   help="plan through captured CUDA graphs (planner.cuda_graphs; CUDA only)")  # fmt: skip
     p.add_argument("--episodes-per-call", nargs="*", type=int, default=[1, 50], metavar="K")
     p.add_argument("--iterations", type=int, default=PUBLISHED_CEM.iterations, help="CEM iterations (published: 30)")
     p.add_argument("--train-batch", nargs="*", type=int, default=[16, 128], metavar="B")

@@ -15,6 +15,7 @@ and only such a controller is handed the full cases.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.metadata
@@ -28,7 +29,7 @@ import torch
 from einops import rearrange
 
 from harness.eval.cases import Case, CaseView
-from harness.eval.planners import LatentCost, PlannerConfig, RolloutFn, make_planner, warm_start
+from harness.eval.planners import LatentCost, PlannerConfig, RolloutFn, make_planner, resolve_cuda_graphs, warm_start
 from harness.eval.precision import resolve_precision
 from models.world_model import WorldModel
 from tasks.base import Task
@@ -91,6 +92,8 @@ class ModelController(Controller):
     The goal is encoded once per episode (``begin``), the history once per replanning call
     (``plan``); the rollout runs in ``planner.precision`` where the device supports it
     (``precision`` says what ran) and, with ``planner.compile``, is compiled here, once per trial.
+    With ``planner.cuda_graphs`` on a CUDA device, each CEM iteration replays a captured CUDA
+    graph (``cuda_graphs`` says whether it does; elsewhere the ordinary loop runs, warned once).
     """
 
     def __init__(
@@ -104,8 +107,9 @@ class ModelController(Controller):
     ) -> None:
         self.name, self.model, self.planner, self.seed, self.device = name, model.eval(), planner, seed, device
         self.scaler = scaler
-        self.optimizer = make_planner(planner)
         self.precision = resolve_precision(planner.precision, device)  # "bf16" only where the device has bf16 units
+        self.cuda_graphs = resolve_cuda_graphs(planner.cuda_graphs, device)  # only on CUDA
+        self.optimizer = make_planner(dataclasses.replace(planner, cuda_graphs=self.cuda_graphs))
         self.rollout: RolloutFn = torch.compile(model.rollout_from) if planner.compile else model.rollout_from
 
     def describe(self) -> str:

@@ -8,16 +8,22 @@ A action-block width.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor
 
 from harness.eval.precision import PRECISIONS, autocast_for
 from models.world_model import RolloutStart, WorldModel
+
+logger = logging.getLogger(__name__)
 
 CostFn = Callable[[Tensor], Tensor]
 """candidates (K, S, H, A) -> cost (K, S); lower is better. Unbounded, as published: the env clips at execution."""
@@ -44,6 +50,7 @@ class PlannerConfig:
     batch_episodes: int = 50  # episodes planned together in one batched call (1 = the published per-plan timing)
     precision: str = "fp32"  # ours: "bf16" rolls out under bf16 autocast where the device has bf16 units; cost in fp32
     compile: bool = False  # ours: torch.compile the model's rollout, once per trial (pays back over many plans)
+    cuda_graphs: bool = False  # ours: on CUDA, one CEM/MPPI iteration captured as a CUDA graph and replayed
 
     def __post_init__(self) -> None:
         problems = []  # every bad field, one line each: the sweep loader reports them all at once
@@ -61,6 +68,9 @@ class PlannerConfig:
                 problems.append(f"planner.{name} must be positive and finite, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             problems.append(f"planner.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("compile", "cuda_graphs"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"planner.{name} must be true or false, got {getattr(self, name)!r}")
         if self.chunk is not None and self.chunk < 1:
             problems.append(f"planner.chunk must be at least 1 (or null for all at once), got {self.chunk}")
         if problems:
@@ -68,22 +78,119 @@ class PlannerConfig:
 
 
 class SamplingPlanner:
-    """Refine a Gaussian over plans by sampling: each iteration samples, scores, then refits (:meth:`refit`)."""
+    """Refine a Gaussian over plans by sampling: each iteration samples, scores, then refits (:meth:`refit`).
+
+    With ``config.cuda_graphs`` and a :class:`LatentCost` (ModelController sets it only on CUDA),
+    the iteration runs as a captured CUDA graph (:class:`GraphedIteration`), one per set of shapes.
+    """
 
     def __init__(self, config: PlannerConfig) -> None:
         self.config = config
+        self.graphs: dict[tuple, GraphedIteration] = {}  # by shapes; at most GRAPHS_KEPT, oldest dropped first
 
     def optimize(self, cost_fn: CostFn, mean: Tensor, generator: torch.Generator) -> Tensor:
         """Refine plans ``mean`` (K, H, A); the first sample of every iteration is the mean itself."""
+        if self.config.cuda_graphs and isinstance(cost_fn, LatentCost):
+            return self.graphed(cost_fn, mean).run(cost_fn, mean, generator)
         std = torch.full_like(mean, self.config.init_std)
         for _ in range(self.config.iterations):
-            candidates = _sample(mean, std, self.config.samples, generator)  # (K, S, H, A)
-            mean, std = self.refit(candidates, cost_fn(candidates), std)  # cost (K, S)
+            shape = (mean.shape[0], self.config.samples, *mean.shape[1:])  # (K, S, H, A)
+            noise = torch.randn(shape, generator=generator, device=mean.device)
+            mean, std = self.iterate(cost_fn, mean, std, noise)
         return mean
+
+    def iterate(self, cost_fn: CostFn, mean: Tensor, std: Tensor, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """One iteration: candidates from standard-normal ``noise`` (K, S, H, A), scored, refitted to (mean, std)."""
+        candidates = mean[:, None] + std[:, None] * noise  # (K, S, H, A)
+        candidates[:, 0] = mean  # no clamp inside the solver, as the authors': the env clips what is executed
+        return self.refit(candidates, cost_fn(candidates), std)  # cost (K, S)
 
     def refit(self, candidates: Tensor, cost: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
         """The next (mean, std), each (K, H, A), from scored candidates (K, S, H, A)."""
         raise NotImplementedError
+
+    def graphed(self, cost: LatentCost, mean: Tensor) -> GraphedIteration:
+        """The captured iteration for these shapes, captured now if they are new."""
+        key = (tuple(mean.shape), mean.dtype, cost.shapes())
+        if key not in self.graphs:
+            if len(self.graphs) >= GRAPHS_KEPT:
+                del self.graphs[next(iter(self.graphs))]  # its graph's memory pool goes with it
+            self.graphs[key] = GraphedIteration(self, cost, mean)
+        return self.graphs[key]
+
+
+GRAPHS_KEPT = 4  # captured shapes per planner: a trial plans at one or two (a last, smaller batch of episodes)
+
+
+class GraphedIteration:
+    """One planner iteration captured as a CUDA graph for one set of shapes, replayed once per iteration.
+
+    A graph replays its kernels on the memory it was captured with, so everything an iteration
+    reads lives in tensors made here: the distribution (mean, std), the noise, and a copy of the
+    cost's inputs (:meth:`LatentCost.static_copy`: the goal latents and the rollout start; the
+    model's weights stay where they are). Each plan copies its own values in (:meth:`run`). The
+    noise is drawn outside the graph, from the controller's own generator into the static buffer:
+    the same draws in the same order as the ordinary loop, so the same plans for the same seed,
+    and nothing random inside the graph (no graph-safe generator state to register).
+    """
+
+    def __init__(self, planner: SamplingPlanner, cost: LatentCost, mean: Tensor) -> None:
+        self.planner, self.cost = planner, cost.static_copy()
+        config = planner.config
+        self.mean, self.std = mean.clone(), torch.full_like(mean, config.init_std)  # (K, H, A)
+        self.noise = torch.zeros((mean.shape[0], config.samples, *mean.shape[1:]), device=mean.device)
+        self.replay = capture_cuda_graph(self.step)
+
+    def step(self) -> None:
+        """One iteration on the static tensors, its result written back into them (what the graph holds)."""
+        mean, std = self.planner.iterate(self.cost, self.mean, self.std, self.noise)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def run(self, cost: LatentCost, mean: Tensor, generator: torch.Generator) -> Tensor:
+        """The planner's ``optimize`` for ``cost`` from ``mean`` (K, H, A), by replaying the captured iteration."""
+        self.cost.load(cost)
+        self.mean.copy_(mean)
+        self.std.fill_(self.planner.config.init_std)
+        for _ in range(self.planner.config.iterations):
+            torch.randn(self.noise.shape, generator=generator, out=self.noise)  # as the ordinary loop draws
+            self.replay()
+        return self.mean.clone()  # the static mean is overwritten by the next plan
+
+
+def capture_cuda_graph(step: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
+    """``step`` captured as a CUDA graph; returns its replay.
+
+    ``warmup`` runs first on a side stream, as PyTorch's CUDA-graph notes ask: lazy
+    initialisation, cuBLAS workspaces, autotuning and any compilation happen there, not in
+    the capture.
+    """
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+@functools.cache
+def _warn_no_cuda_graphs(device_type: str) -> None:
+    logger.warning(
+        "planner.cuda_graphs asked for on %s, which is not a CUDA device: planning without them", device_type
+    )
+
+
+def resolve_cuda_graphs(requested: bool, device: torch.device | str) -> bool:
+    """Whether plans on ``device`` run through CUDA graphs: on CUDA as asked; elsewhere never (warned once)."""
+    device_type = torch.device(device).type
+    if requested and device_type != "cuda":
+        _warn_no_cuda_graphs(device_type)
+        return False
+    return requested
 
 
 class CEM(SamplingPlanner):
@@ -111,13 +218,6 @@ PLANNERS: dict[str, type[Planner]] = {"cem": CEM, "mppi": MPPI}
 def make_planner(config: PlannerConfig) -> Planner:
     """The optimiser a sweep names; every model in a comparison gets the same one."""
     return PLANNERS[config.name](config)
-
-
-def _sample(mean: Tensor, std: Tensor, samples: int, generator: torch.Generator) -> Tensor:
-    noise = torch.randn((mean.shape[0], samples, *mean.shape[1:]), generator=generator, device=mean.device)
-    candidates = mean[:, None] + std[:, None] * noise  # (K, S, H, A)
-    candidates[:, 0] = mean
-    return candidates  # no clamp inside the solver, as the authors': the env clips what is executed
 
 
 class LatentCost:
@@ -150,7 +250,8 @@ class LatentCost:
     def __call__(self, candidates: Tensor) -> Tensor:
         episodes, samples = candidates.shape[:2]
         flat = rearrange(candidates, "k s h a -> (k s) h a")
-        episode_of = torch.arange(episodes, device=flat.device).repeat_interleave(samples)  # (K·S,): row -> episode
+        # (K·S,): each row's episode, by a broadcast and a reshape: nothing a CUDA-graph capture refuses
+        episode_of = repeat(torch.arange(episodes, device=flat.device), "k -> (k s)", s=samples)
         chunk = self.chunk or flat.shape[0]
         costs = []
         for begin in range(0, flat.shape[0], chunk):
@@ -160,6 +261,28 @@ class LatentCost:
             final = imagined[:, -1].float()  # (chunk, N, D)
             costs.append((final - self.z_goal[rows]).pow(2).sum(dim=(-2, -1)))
         return rearrange(torch.cat(costs), "(k s) -> k s", k=episodes)
+
+    def inputs(self) -> dict[str, Tensor]:
+        """What a call reads besides its candidates and the model's weights: the goal latents and the rollout start."""
+        start = {field.name: getattr(self.start, field.name) for field in dataclasses.fields(self.start)}
+        return {"z_goal": self.z_goal} | {name: tensor for name, tensor in start.items() if tensor is not None}
+
+    def shapes(self) -> tuple:
+        """What a captured call depends on besides input values: their shapes and dtypes, chunk, precision, rollout."""
+        inputs = tuple((name, tuple(tensor.shape), tensor.dtype) for name, tensor in self.inputs().items())
+        return inputs, self.chunk, self.precision, self.rollout
+
+    def static_copy(self) -> LatentCost:
+        """This cost over its own copies of the inputs, to be captured in a CUDA graph and refilled by :meth:`load`."""
+        static, inputs = copy.copy(self), {name: tensor.clone() for name, tensor in self.inputs().items()}
+        static.z_goal = inputs.pop("z_goal")
+        static.start = dataclasses.replace(self.start, **inputs)
+        return static
+
+    def load(self, other: LatentCost) -> None:
+        """Copy ``other``'s inputs (of the same shapes) into this cost's, in place."""
+        for mine, theirs in zip(self.inputs().values(), other.inputs().values(), strict=True):
+            mine.copy_(theirs)
 
 
 def warm_start(previous: Tensor | None, executed: int, horizon: int, shape: tuple[int, int]) -> Tensor:

@@ -107,6 +107,7 @@ LATER_FIELDS = {
     ("train", "shift_augment"): 0,
     ("planner", "precision"): "fp32",
     ("planner", "compile"): False,
+    ("planner", "cuda_graphs"): False,
 }
 
 

@@ -131,6 +131,7 @@ def _model_fields(spec: TrialSpec, parts: TrialParts, device: torch.device) -> d
         "sigreg_stat": stats.diagnostics.get("sigreg"),
         "plan_precision": controller.precision,  # what ran on this device, which may be less than the spec asked
         "plan_compile": spec.planner.compile,
+        "plan_cuda_graphs": controller.cuda_graphs,  # what ran: false off CUDA whatever the spec asked
         "train_precision": stats.precision,
         "train_compile": spec.train.compile,
     }
