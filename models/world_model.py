@@ -27,14 +27,16 @@ class RolloutStart:
 
     A planner scores S candidate plans per episode at each of its iterations, all from the same
     history: :meth:`WorldModel.start_rollout` makes this once per plan (the history's latents,
-    the executed action blocks and, for a model that embeds actions, their embeddings) and
+    the executed action blocks and, for a model that embeds them, their embeddings) and
     :meth:`WorldModel.rollout_from` reads it at every iteration, so nothing that is fixed within
     the plan is computed again.
     """
 
     latents: Tensor  # (B, h, N, D): the history frames' latents, oldest first
     past_actions: Tensor  # (B, h-1, A): the action blocks executed between those frames
-    past_embeddings: Tensor | None = None  # (B, h-1, W): those blocks through the model's action encoder
+    # (B, h-1, ...): those blocks as the model's predictor takes them in; LeWM: action embeddings (B, h-1, W),
+    # DINO-WM: the input tokens of frames 0..h-2 with their blocks (B, h-1, N, W)
+    past_embeddings: Tensor | None = None
 
     def rows(self, index: Tensor | slice) -> RolloutStart:
         """The starts of batch rows ``index``, e.g. each candidate's episode (a LongTensor) or a chunk (a slice)."""
@@ -113,8 +115,9 @@ class WorldModel(nn.Module, ABC):
     def start_rollout(self, z_hist: Tensor, past_actions: Tensor) -> RolloutStart:
         """What every rollout of one plan shares, made once per plan: z_hist (B, h, N, D), past_actions (B, h-1, A).
 
-        The default holds the two as given; a model with more to compute once (LeWM: the past
-        actions' embeddings) overrides it together with :meth:`rollout_from`.
+        The default holds the two as given; a model with more to compute once (LeWM and PLDM's
+        ViT: the past actions' embeddings; DINO-WM: the past frames' input tokens) overrides it
+        together with :meth:`rollout_from`.
         """
         return RolloutStart(z_hist, past_actions)
 

@@ -21,6 +21,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
+import harness.eval.planners as planners
 import harness.eval.precision as precision
 from harness.bench import speed
 from harness.eval.cases import CaseView
@@ -118,6 +119,56 @@ def test_lewm_cached_rollout_equals_the_plain_rollout_over_predict(history):
     torch.testing.assert_close(cached, plain, rtol=1e-5, atol=1e-6)
 
 
+# The zoo models whose start_rollout/rollout_from cache within a plan. PLDM's conv variant and Dreamer imagine from the
+# last latent alone (Dreamer: h_0 and its probabilities' mode), so the default start holds all they would cache.
+CACHING_MODELS = [("lewm", "tiny"), ("dino_wm", "tiny"), ("pldm", "vit_tiny")]
+
+
+@pytest.mark.parametrize("history", [1, 3])
+@pytest.mark.parametrize(("name", "size"), CACHING_MODELS)
+def test_every_cached_rollout_equals_the_plain_rollout_over_predict_also_for_selected_rows(name, size, history):
+    """Cached per plan, rolled out per iteration: the latents of WorldModel.rollout, whole batch or rows of it."""
+    model = action_sensitive(name, size, history)
+    generator = torch.Generator().manual_seed(1)
+    latent_dim = 64  # every tiny size here
+    z_hist = torch.randn(6, history, model.tokens_per_frame, latent_dim, generator=generator)  # 6 different rows
+    plan = torch.randn(6, 4, ACTION_DIM, generator=generator)
+    past = torch.randn(6, history - 1, ACTION_DIM, generator=generator)
+    index = torch.tensor([4, 0, 0, 2, 5, 4])  # each candidate's episode, as the planner selects them
+    # Equal to fp32 rounding: the same products, in matrices of other shapes (and, for DINO-WM, attention over fewer
+    # queries), which BLAS may block otherwise.
+    close = functools.partial(torch.testing.assert_close, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        start = model.start_rollout(z_hist, past)
+        close(model.rollout_from(start, plan), WorldModel.rollout(model, z_hist, plan, past))
+        selected = model.rollout_from(start.rows(index), plan)
+        close(selected, WorldModel.rollout(model, z_hist[index], plan, past[index]))
+        chunk = model.rollout_from(start.rows(slice(1, 4)), plan[1:4])
+        close(chunk, WorldModel.rollout(model, z_hist[1:4], plan[1:4], past[1:4]))
+
+
+def test_dino_wm_makes_each_frame_tokens_once_and_projects_out_only_the_last_frame():
+    """Past frames' tokens once per plan; per step, the new frame's tokens in and the last frame's patches out."""
+    model = action_sensitive("dino_wm", "tiny", history=3)
+    patches = model.tokens_per_frame
+    calls: dict[str, list[int]] = {"project_in": [], "project_out": []}
+    for part, sizes in calls.items():  # rows of the last dim into each projection
+        getattr(model.predictor, part).register_forward_hook(
+            lambda _, inputs, __, sizes=sizes: sizes.append(inputs[0].numel() // inputs[0].shape[-1])
+        )
+    generator = torch.Generator().manual_seed(2)
+    z_hist, goal = torch.randn(2, 3, patches, 64, generator=generator), torch.randn(2, patches, 64, generator=generator)
+    past = torch.randn(2, 2, ACTION_DIM, generator=generator)
+    candidates = torch.randn(2, 8, PLANNER.horizon, ACTION_DIM, generator=generator)
+    with torch.inference_mode():
+        cost = LatentCost(model, z_hist, past, goal)  # once per plan
+        for _ in range(PLANNER.iterations):
+            cost(candidates)
+    steps, rows = PLANNER.iterations * PLANNER.horizon, 2 * 8
+    assert calls["project_in"] == [2 * 2 * patches] + [rows * patches] * steps  # frames 0, 1; then one frame a step
+    assert calls["project_out"] == [rows * patches] * steps
+
+
 @pytest.mark.parametrize("history", [1, 3])
 def test_encode_once_planning_gives_exactly_the_plan_of_re_encoding_every_iteration(history):
     """Same seed, same plan, bit for bit: the goal encoded per episode, the history and its start per plan."""
@@ -128,14 +179,15 @@ def test_encode_once_planning_gives_exactly_the_plan_of_re_encoding_every_iterat
     assert torch.equal(chunked, fast)
 
 
-def test_a_plan_encodes_each_image_once_and_embeds_the_past_once_whatever_the_iterations():
+@pytest.mark.parametrize(("name", "size"), [("lewm", "tiny"), ("pldm", "vit_tiny")])
+def test_a_plan_encodes_each_image_once_and_embeds_the_past_once_whatever_the_iterations(name, size):
     """Goal per episode, history and past actions per plan; per iteration the plan's blocks, and one token per step."""
-    model = action_sensitive_lewm(3)
+    model = action_sensitive(name, size, 3)
     calls: dict[str, list[int]] = {"encoder": [], "action_encoder": [], "predictor_projector": []}
-    for name, sizes in calls.items():  # images into the encoder, vectors (rows of the last dim) into the others
-        size = len if name == "encoder" else lambda tensor: tensor.numel() // tensor.shape[-1]
-        getattr(model, name).register_forward_hook(
-            lambda _, inputs, __, sizes=sizes, size=size: sizes.append(size(inputs[0]))
+    for part, sizes in calls.items():  # images into the encoder, vectors (rows of the last dim) into the others
+        size_of = len if part == "encoder" else lambda tensor: tensor.numel() // tensor.shape[-1]
+        getattr(model, part).register_forward_hook(
+            lambda _, inputs, __, sizes=sizes, size_of=size_of: sizes.append(size_of(inputs[0]))
         )
     controller_plan(model, PLANNER, history=3)
     candidates = len(CASES) * PLANNER.samples
@@ -225,6 +277,61 @@ def test_the_rollout_is_compiled_once_per_trial_and_plans_as_the_eager_one(monke
     torch.testing.assert_close(second, eager.plan(observation))
 
 
+# --- CUDA graphs ---
+
+
+def test_cuda_graphs_asked_for_off_cuda_plan_exactly_as_without_and_warn_once(caplog):
+    planners._warn_no_cuda_graphs.cache_clear()  # once per process: forget any earlier test's warning
+    model = action_sensitive_lewm(3)
+    graphs = dataclasses.replace(PLANNER, cuda_graphs=True)
+    controller = ModelController("lewm", model, graphs, seed=0)
+    goals, observation = episodes(3)
+    controller.begin(CASES, goals)
+    first, second = controller.plan(observation), controller.plan(observation)
+    ModelController("lewm", model, graphs, seed=0)  # a second controller (a second trial) warns no more
+    assert controller.cuda_graphs is False and controller.optimizer.config.cuda_graphs is False
+    plain = ModelController("lewm", model, PLANNER, seed=0)
+    plain.begin(CASES, goals)
+    assert torch.equal(first, plain.plan(observation)) and torch.equal(second, plain.plan(observation))
+    warnings = [record for record in caplog.records if "cuda_graphs" in record.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
+
+
+def test_a_graphed_plan_loads_every_plans_inputs_and_plans_exactly_as_the_ordinary_loop(monkeypatch):
+    """The CUDA path's bookkeeping on the CPU: "capture" runs the step eagerly, as a replay runs the captured kernels.
+
+    One capture per shape; each later plan of that shape must copy its own goal, history and warm start
+    into the static tensors and draw its noise from its own generator, or it plans the first plan's problem.
+    """
+    captured = []
+
+    def eager_capture(step):  # warm-up runs mutate the static tensors, as on CUDA; the replay is the step itself
+        captured.append(step)
+        step()
+        step()
+        return step
+
+    monkeypatch.setattr(planners, "capture_cuda_graph", eager_capture)
+    model = action_sensitive_lewm(3)
+    graphed, ordinary = make_planner(dataclasses.replace(PLANNER, cuda_graphs=True)), make_planner(PLANNER)
+    for seed, count in [(0, 2), (1, 2), (2, 2), (3, 3)]:  # three plans of one shape, then a new shape
+        goals, observation = episodes(3, count=count, seed=seed)
+        with torch.inference_mode():
+            z_hist, z_goal = model.encode(pixels_of(observation.pixels)), model.encode(pixels_of(goals[:, None]))[:, -1]
+            cost = LatentCost(model, z_hist, torch.from_numpy(observation.past_actions), z_goal)
+            mean = torch.randn(count, PLANNER.horizon, ACTION_DIM, generator=torch.Generator().manual_seed(seed))
+            plans = [
+                planner.optimize(cost, mean, torch.Generator().manual_seed(seed)) for planner in (graphed, ordinary)
+            ]
+        assert torch.equal(*plans), f"plan {seed} differs"
+    assert len(captured) == len(graphed.graphs) == 2  # one capture per shape, reused by the plans of that shape
+
+
+def test_planner_cuda_graphs_takes_only_true_or_false():
+    with pytest.raises(ValueError, match="planner.cuda_graphs must be true or false, got 'yes'"):
+        PlannerConfig(cuda_graphs="yes")
+
+
 # --- the benchmark ---
 
 
@@ -264,7 +371,7 @@ def test_the_speed_benchmark_writes_one_typed_row_per_measurement(tmp_path, caps
 
 
 def test_result_files_from_before_the_precision_columns_still_read(tmp_path):
-    new = ("plan_precision", "plan_compile", "train_precision", "train_compile")
+    new = ("plan_precision", "plan_compile", "plan_cuda_graphs", "train_precision", "train_compile")
     row = results.ConditionRow(
         sweep="s", trial_id="t", status="ok", task="two_room", model="lewm", role="model", variant="", seed=0,
         config="{}", protocol="{}", protocol_hash="p", condition="clean", episodes=0,
@@ -279,12 +386,15 @@ def test_result_files_from_before_the_precision_columns_still_read(tmp_path):
 
 
 def test_a_trials_rows_say_which_precision_and_compile_mode_it_planned_and_trained_in(tmp_path, cache_dir, monkeypatch):
-    """bf16 asked for planning and training on a CPU without bf16 units: the row says what ran, fp32 for both."""
+    """bf16 asked for planning and training on a CPU without bf16 units, and CUDA graphs: the row says what ran."""
     monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: False)
     # train.steps=12: a checkpoint of its own, never one another test trained with the real CPU's bf16 units
     overrides = ["models=[{name:lewm,size:tiny}]", "conditions=[{}]", "diagnostics=false", "planner.precision=bf16",
-                 "train.bf16=true", "train.steps=12", f"results_dir={tmp_path}"]  # fmt: skip
+                 "planner.cuda_graphs=true", "train.bf16=true", "train.steps=12",
+                 f"results_dir={tmp_path}"]  # fmt: skip
     (spec,) = expand_trials(load_sweep(TINY_SWEEP, overrides))
     (row,) = run_trial(spec)[0]
-    ran = {name: getattr(row, name) for name in ("plan_precision", "plan_compile", "train_precision", "train_compile")}
-    assert ran == {"plan_precision": "fp32", "plan_compile": False, "train_precision": "fp32", "train_compile": False}
+    names = ("plan_precision", "plan_compile", "plan_cuda_graphs", "train_precision", "train_compile")
+    ran = {name: getattr(row, name) for name in names}
+    assert ran == {"plan_precision": "fp32", "plan_compile": False, "plan_cuda_graphs": False,
+                   "train_precision": "fp32", "train_compile": False}  # fmt: skip

@@ -110,3 +110,18 @@ class CausalPredictor(nn.Module):
         for block in self.blocks:
             x = block(x, action_embeddings, is_causal=True)
         return self.norm(x)
+
+    def imagine(self, latents: Tensor, action_embeddings: Tensor, head: nn.Module, history: int) -> Tensor:
+        """Roll out autoregressively: latents (B, h, D), embeddings (B, h-1+H, width) of the blocks -> (B, H, D).
+
+        Block t moves frame t to t+1. Each step runs the predictor over the last ``history``
+        frames and their blocks, and only the last token, the one that predicts the next frame,
+        goes through ``head`` (the model's output projector).
+        """
+        horizon = action_embeddings.shape[1] - latents.shape[1] + 1
+        for _ in range(horizon):
+            seen = latents.shape[1]  # frames so far
+            window = slice(max(0, seen - history), seen)
+            hidden = self(latents[:, window], action_embeddings[:, window])[:, -1]  # (B, width)
+            latents = torch.cat([latents, head(hidden)[:, None]], dim=1)  # (B, seen+1, D)
+        return latents[:, -horizon:]

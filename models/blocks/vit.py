@@ -54,9 +54,20 @@ class Attention(nn.Module):
         self.out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
         self.dropout = dropout
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """(B, L, D) -> (B, L, D). ``mask`` (L, L) or (B, 1, L, L): True where attention is allowed."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False, queries: int | None = None
+    ) -> Tensor:
+        """(B, L, D) -> (B, L, D). ``mask`` (L, L) or (B, 1, L, L): True where attention is allowed.
+
+        With ``queries``, only the last ``queries`` positions attend (to all L, as the mask's last
+        rows allow): (B, L, D) -> (B, queries, D), for a caller that keeps only those outputs.
+        """
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.heads)
+        if queries is not None:
+            if is_causal:
+                raise ValueError("queries with is_causal: give the causal mask's last rows instead")
+            q = q[:, :, -queries:]  # (B, heads, queries, d)
+            mask = None if mask is None else mask[..., -queries:, :]
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
@@ -91,9 +102,12 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = FeedForward(dim, mlp_dim, dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        """(B, L, D) -> (B, L, D)."""
-        x = x + self.attn(self.norm1(x), mask, is_causal)
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False, queries: int | None = None
+    ) -> Tensor:
+        """(B, L, D) -> (B, L, D); with ``queries``, the last ``queries`` positions only: (B, queries, D)."""
+        kept = x if queries is None else x[:, -queries:]
+        x = kept + self.attn(self.norm1(x), mask, is_causal, queries)
         return x + self.mlp(self.norm2(x))
 
 

@@ -39,7 +39,7 @@ from models.blocks.vit import Block, frame_causal_mask
 from models.dino_wm.dinov2 import DinoV2Architecture, DinoV2ViT, load_dinov2, read_checkpoint, to_hub_layout
 from models.dino_wm.mae import pretrain_mae
 from models.presets import resolve_config
-from models.world_model import WorldModel
+from models.world_model import RolloutStart, WorldModel
 
 
 @dataclass(frozen=True)
@@ -122,17 +122,32 @@ class FrameCausalPredictor(nn.Module):
 
     def forward(self, latents: Tensor, actions: Tensor) -> Tensor:
         """latents (B, T, N, D), actions (B, T, A) -> predicted next latents (B, T, N, D)."""
-        frames, tokens = latents.shape[1:3]
+        return self.attend(self.embed(latents, actions))
+
+    def embed(self, latents: Tensor, actions: Tensor) -> Tensor:
+        """Each frame's input tokens: latents (B, T, N, D), actions (B, T, A) -> (B, T, N, W).
+
+        The frame's action block is embedded and concatenated to every patch, projected to the
+        predictor's width, at its patch's position; its frame position comes in :meth:`attend`.
+        """
+        action_tokens = repeat(self.action_embed(actions), "b t e -> b t n e", n=latents.shape[2])  # (B, T, N, E)
+        return self.project_in(torch.cat([latents, action_tokens], dim=-1)) + self.patch_pos  # (B, T, N, W)
+
+    def attend(self, tokens: Tensor, last_frame_only: bool = False) -> Tensor:
+        """Tokens (B, T, N, W) at their window positions through the blocks -> next latents (B, T, N, D).
+
+        With ``last_frame_only``, only the last frame's prediction (B, 1, N, D): the last block,
+        the norm and the output projection run for its tokens alone (they see every frame).
+        """
+        frames, tokens_per_frame = tokens.shape[1:3]
         if frames > self.max_frames:
             raise ValueError(f"{frames} frames given to a predictor built for max_frames={self.max_frames}")
-        action_tokens = repeat(self.action_embed(actions), "b t e -> b t n e", n=tokens)  # (B, T, N, E)
-        x = self.project_in(torch.cat([latents, action_tokens], dim=-1))  # (B, T, N, W)
-        x = x + self.patch_pos + self.frame_pos[:, :frames]
-        x = rearrange(x, "b t n w -> b (t n) w")
-        mask = frame_causal_mask(frames, tokens, device=x.device)  # (T·N, T·N)
-        for block in self.blocks:
+        x = rearrange(tokens + self.frame_pos[:, :frames], "b t n w -> b (t n) w")
+        mask = frame_causal_mask(frames, tokens_per_frame, device=x.device)  # (T·N, T·N)
+        for block in self.blocks[:-1]:
             x = block(x, mask)
-        x = rearrange(self.norm(x), "b (t n) w -> b t n w", t=frames)
+        x = self.blocks[-1](x, mask, queries=tokens_per_frame if last_frame_only else None)  # (B, T·N or N, W)
+        x = rearrange(self.norm(x), "b (t n) w -> b t n w", n=tokens_per_frame)
         return self.project_out(x)
 
 
@@ -204,6 +219,29 @@ class DinoWM(WorldModel):
     def predict(self, z_hist: Tensor, actions: Tensor) -> Tensor:
         """(B, T, N, D), (B, T, A) -> (B, T, N, D); output t predicts frame t+1 from frames ≤ t."""
         return self.predictor(z_hist, actions)
+
+    def start_rollout(self, z_hist: Tensor, past_actions: Tensor) -> RolloutStart:
+        """The history (B, h, N, D) and its past blocks (B, h-1, A); frames 0..h-2 with their blocks made
+        predictor tokens once per plan: ``past_embeddings`` (B, h-1, N, W)."""
+        return RolloutStart(z_hist, past_actions, self.predictor.embed(z_hist[:, :-1], past_actions))
+
+    def rollout_from(self, start: RolloutStart, plan: Tensor) -> Tensor:
+        """Imagine H frames autoregressively: plan (B, H, A) -> (B, H, N, D), as :meth:`rollout` over :meth:`predict`.
+
+        Each frame is made tokens once (the past ones once per plan), not at every step whose
+        window it sits in; each step runs the blocks over the last ``history`` frames' tokens,
+        and only the last frame's tokens, which predict the next frame, through the last block
+        and the output projection.
+        """
+        last = self.predictor.embed(start.latents[:, -1:], plan[:, :1])  # (B, 1, N, W): the current frame
+        tokens = torch.cat([start.past_embeddings, last], dim=1)  # (B, h, N, W)
+        predicted = []
+        for step in range(plan.shape[1]):
+            z_next = self.predictor.attend(tokens[:, -self.history :], last_frame_only=True)  # (B, 1, N, D)
+            predicted.append(z_next)
+            if step + 1 < plan.shape[1]:
+                tokens = torch.cat([tokens, self.predictor.embed(z_next, plan[:, step + 1 : step + 2])], dim=1)
+        return torch.cat(predicted, dim=1)
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Teacher-forced L2 between predicted and encoded next-frame patch features."""

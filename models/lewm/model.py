@@ -134,15 +134,10 @@ class LeWM(WorldModel):
         the one that predicts the next frame, goes through the output projector. In eval mode
         (BatchNorm per position) this equals :meth:`WorldModel.rollout` over :meth:`predict`.
         """
-        horizon = plan.shape[1]
         latents = rearrange(start.latents, "b t 1 d -> b t d")  # (B, h, D)
         blocks = torch.cat([start.past_embeddings, self.action_encoder(plan)], dim=1)  # (B, h-1+H, width)
-        for _ in range(horizon):
-            seen = latents.shape[1]  # frames so far; block t moves frame t to t+1
-            window = slice(max(0, seen - self.history), seen)
-            hidden = self.predictor(latents[:, window], blocks[:, window])[:, -1]  # (B, width)
-            latents = torch.cat([latents, self.predictor_projector(hidden)[:, None]], dim=1)  # (B, seen+1, D)
-        return rearrange(latents[:, -horizon:], "b t d -> b t 1 d")
+        imagined = self.predictor.imagine(latents, blocks, self.predictor_projector, self.history)  # (B, H, D)
+        return rearrange(imagined, "b t d -> b t 1 d")
 
     def rollout(self, z_hist: Tensor, plan: Tensor, past_actions: Tensor | None = None) -> Tensor:
         """:meth:`rollout_from` a start made of ``z_hist`` and ``past_actions`` (zeros if None)."""

@@ -42,7 +42,7 @@ from models.blocks.imagenet import ImageNetNormalise
 from models.blocks.predictor import CPU_TINY_SIZES, ActionEncoder, CausalPredictor, Projector
 from models.blocks.vit import ViTEncoder
 from models.presets import resolve_config
-from models.world_model import WorldModel
+from models.world_model import RolloutStart, WorldModel
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,28 @@ class PLDM(WorldModel):
             hidden = self.predictor(rearrange(z_hist, "b t 1 d -> b t d"), self.action_encoder(actions))
             return rearrange(self.predictor_projector(hidden), "b t d -> b t 1 d")
         return self._step(z_hist, actions.unsqueeze(2))
+
+    def start_rollout(self, z_hist: Tensor, past_actions: Tensor) -> RolloutStart:
+        """The history (B, h, 1, D) and its past blocks (B, h-1, A); "vit" embeds the blocks once per plan, as LeWM.
+
+        "conv" has nothing to make: it steps from the last latent as it is.
+        """
+        if self.config.architecture != "vit":
+            return super().start_rollout(z_hist, past_actions)
+        return RolloutStart(z_hist, past_actions, self.action_encoder(past_actions))  # embeddings (B, h-1, width)
+
+    def rollout_from(self, start: RolloutStart, plan: Tensor) -> Tensor:
+        """Imagine H latents: plan (B, H, A) -> (B, H, 1, D), as :meth:`rollout` does.
+
+        "vit", as LeWM: the plan's blocks embedded in one call beside the past ones, and at each
+        step only the last token through the output projector.
+        """
+        if self.config.architecture != "vit":
+            return self.rollout(start.latents, plan)
+        latents = rearrange(start.latents, "b t 1 d -> b t d")  # (B, h, D)
+        blocks = torch.cat([start.past_embeddings, self.action_encoder(plan)], dim=1)  # (B, h-1+H, width)
+        imagined = self.predictor.imagine(latents, blocks, self.predictor_projector, self.history)  # (B, H, D)
+        return rearrange(imagined, "b t d -> b t 1 d")
 
     def rollout(self, z_hist: Tensor, plan: Tensor, past_actions: Tensor | None = None) -> Tensor:
         """Unroll from the last frame (conv, Markov) or the last ``history`` frames (vit): -> (B, H, 1, D)."""
