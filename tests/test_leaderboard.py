@@ -698,11 +698,23 @@ def test_a_folder_on_other_cases_is_refused_and_one_on_the_same_cases_ranks_besi
 RARE_SKILL = {"oracle": 1.0, "lewm": 0.8, "dino_wm": 0.65, "pldm": 0.5, "random": 0.25}  # table order
 
 
-def write_rarity(root: Path, buckets: int = 4) -> None:
+def case_surprise(model: str, rarity: np.ndarray, case_seeds: np.ndarray) -> np.ndarray:
+    """A world model's synthetic surprise per case: LeWM's rises with rarity, PLDM's falls with it, DINO-WM's is
+    rarity plus noise; reference controllers have none (NaN)."""
+    noise = np.array([np.random.default_rng([int(seed), 1]).normal() for seed in case_seeds])
+    by_model = {"lewm": 1 + rarity, "pldm": 5 - rarity, "dino_wm": rarity + noise}
+    return by_model.get(model, np.full(len(rarity), np.nan))
+
+
+def write_rarity(root: Path, buckets: int = 4, surprise: bool = True) -> None:
     """RESULTS/rarity.parquet as `python -m harness stress rarity` writes it: a case's rarity is its difficulty here
-    (rare cases are hard), buckets are quantiles of each task's distinct cases; one RarityRow per trial × case."""
+    (rare cases are hard), buckets are quantiles of each task's distinct cases; one RarityRow per trial × case,
+    with the world models' surprise (:func:`case_surprise`) unless ``surprise`` is False."""
     cases = load(str(root), "episodes").drop_duplicates(["trial_id", "case_seed"])
     cases = cases.assign(rarity=3 * case_difficulty(cases["case_seed"].to_numpy()))
+    cases["surprise"] = np.nan
+    for model, rows in cases.groupby("model"):
+        cases.loc[rows.index, "surprise"] = case_surprise(model, rows["rarity"].to_numpy(), rows["case_seed"])
     rows = []
     for _, task_cases in cases.groupby("task"):
         distinct = task_cases.drop_duplicates("case_seed")["rarity"].to_numpy()
@@ -720,6 +732,7 @@ def write_rarity(root: Path, buckets: int = 4) -> None:
                 bucket=int(b),
                 buckets=buckets,
                 rarity_k=5,
+                surprise=None if np.isnan(case.surprise) or not surprise else float(case.surprise),
             )  # fmt: skip
             for case, b in zip(task_cases.itertuples(), bucket, strict=True)
         ]
@@ -816,6 +829,58 @@ def test_success_by_rarity_is_wilson_per_shared_quartile_most_common_first(
     row = next(line for line in markdown.splitlines() if line.startswith(f"| two_room | lewm | {cells} |"))
     assert f"{100 * lewm.gap:+.1f} [{100 * lewm.gap_ci_low:+.1f}, {100 * lewm.gap_ci_high:+.1f}]" in row
     assert "| two_room | random (floor) |" in markdown and "unpaired" in markdown
+
+
+def test_surprise_by_rarity_is_the_mean_per_shared_quartile_and_spearman_rank_correlation(
+    rare_sweep: Path, rare_board: leaderboard.Leaderboard
+) -> None:
+    from scipy.stats import spearmanr
+
+    episodes = load(str(rare_sweep), "episodes")
+    rarity = pd.read_parquet(rare_sweep / results.RARITY_FILE)
+    clean = episodes[episodes["condition"] == "clean"].merge(rarity, on=["trial_id", "case_seed", "task"])
+    for task in TASKS:
+        for model in ("lewm", "pldm", "dino_wm"):
+            curve = _rarity_curve(rare_board, task, model)
+            mine = clean[(clean["task"] == task) & (clean["model"] == model)]
+            assert curve.surprise_pairs == len(mine) == 80  # 2 seeds × 40 cases, pooled
+            expected = [mine.loc[mine["bucket"] == bucket, "surprise"].mean() for bucket in range(4)]
+            assert curve.surprise == pytest.approx(expected)
+            assert curve.surprise_spearman == pytest.approx(spearmanr(mine["rarity"], mine["surprise"]).statistic)
+        lewm, pldm, dino = (_rarity_curve(rare_board, task, model) for model in ("lewm", "pldm", "dino_wm"))
+        assert lewm.surprise_spearman == pytest.approx(1.0) and pldm.surprise_spearman == pytest.approx(-1.0)
+        assert 0.5 < dino.surprise_spearman < 1.0  # rarity plus noise: a rank correlation short of 1
+        rarest = clean[(clean["task"] == task) & (clean["model"] == "lewm") & (clean["bucket"] == 3)]
+        assert lewm.surprise[3] == pytest.approx(1 + rarest["rarity"].mean())  # LeWM's surprise is 1 + rarity
+        for model in ("oracle", "random"):  # reference controllers have no model to be surprised
+            curve = _rarity_curve(rare_board, task, model)
+            assert curve.surprise_pairs == 0 and np.isnan(curve.surprise_spearman) and np.isnan(curve.surprise).all()
+
+    markdown = leaderboard.to_markdown(rare_board)
+    section = markdown.split("### Success by rarity")[1].split("\n### ")[0].splitlines()
+    header = next(line for line in section if line.startswith("| task | model | Q1"))
+    assert header.endswith("| surprise Q1 | surprise Q2 | surprise Q3 | surprise Q4 | Spearman ρ rarity–surprise |")
+    lewm = _rarity_curve(rare_board, "two_room", "lewm")
+    row = next(line for line in section if line.startswith("| two_room | lewm |"))
+    means = " | ".join(f"{value:#.3g}" for value in lewm.surprise)
+    assert row.endswith(f"| {means} | +1.00 (n = 80) |")
+    assert next(line for line in section if line.startswith("| two_room | pldm |")).endswith("| -1.00 (n = 80) |")
+    floor = next(line for line in section if line.startswith("| two_room | random (floor) |"))
+    assert floor.endswith("| — | — | — | — | — |")
+    assert any(line.startswith("Surprise: a world model's mean one-step latent prediction error") for line in section)
+
+
+def test_rarity_rows_without_surprise_show_success_by_rarity_alone(rare_sweep: Path, tmp_path: Path) -> None:
+    root = tmp_path / "no-surprise"
+    shutil.copytree(rare_sweep, root)
+    write_rarity(root, surprise=False)
+    table = pd.read_parquet(root / results.RARITY_FILE).drop(columns="surprise")  # as written before the column
+    table.to_parquet(root / results.RARITY_FILE)
+    board = leaderboard.build(root)
+    assert not any(results.RARITY_FILE in warning for warning in board.warnings)
+    assert len(board.rarity) == len(TASKS) * len(RARE_SKILL) and all(c.surprise_pairs == 0 for c in board.rarity)
+    markdown = leaderboard.to_markdown(board)
+    assert "### Success by rarity" in markdown and "surprise Q1" not in markdown and "Surprise:" not in markdown
 
 
 def test_models_are_compared_on_the_same_rare_cases(rare_sweep: Path, rare_board: leaderboard.Leaderboard) -> None:

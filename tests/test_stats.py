@@ -117,3 +117,11 @@ def test_normalised_auc_is_mean_success_over_the_magnitude_range() -> None:
     assert stats.normalised_auc([4.0, 0.0, 2.0], [0.2, 1.0, 0.6]) == pytest.approx(0.6)  # order does not matter
     assert stats.normalised_auc([0.0, 0.5, 1.0], [0.3, 0.3, 0.3]) == pytest.approx(0.3)
     assert np.isnan(stats.normalised_auc([0.0], [0.9]))  # no curve from one magnitude
+
+
+def test_rank_correlation_is_spearman_and_nan_without_a_ranking() -> None:
+    """Ranks (1, 2, 3, 4) against (1, 3, 2, 4): ρ = 1 − 6·Σd² / (n(n²−1)) = 1 − 6·2 / 60 = 0.8."""
+    assert stats.rank_correlation([0.1, 0.2, 0.3, 0.4], [1.0, 30.0, 20.0, 400.0]) == pytest.approx(0.8)
+    assert stats.rank_correlation([1.0, 2.0, 3.0], [9.0, 4.0, 1.0]) == pytest.approx(-1.0)  # monotone, not linear
+    assert np.isnan(stats.rank_correlation([1.0, 2.0], [1.0, 2.0]))  # fewer than three pairs
+    assert np.isnan(stats.rank_correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0]))  # one side constant

@@ -1,5 +1,7 @@
-"""Rare-state failure mining: k-NN rarity, success by rarity bucket, the adversarial search and its replay."""
+"""Rare-state failure mining: k-NN rarity, success and surprise by rarity bucket, the adversarial search and its
+replay."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,6 +14,7 @@ from harness.eval.cases import case_at, make_cases
 from harness.eval.evaluation import run_episodes
 from harness.eval.replay import replay
 from harness.eval.stress import SearchTarget, adversarial_search, knn_rarity, rarity_table, write_failures
+from harness.eval.surprise import case_surprise, case_window, mean_surprise
 from harness.report import leaderboard, results
 from harness.sweep.cli import main as cli
 from harness.sweep.config import expand_trials, load_sweep
@@ -80,6 +83,47 @@ def test_success_by_rarity_bucket_shares_bucket_edges_across_conditions(tmp_path
     assert len(rows) == 12 and set(rows["trial_id"]) == {spec.trial_id} and (rows["buckets"] == 2).all()
     clean = episodes[episodes["condition"] == "clean"].set_index("case_seed")
     assert rows.set_index("case_seed")["bucket"].to_dict() == clean["bucket"].to_dict()
+
+
+def test_a_case_spliced_onto_another_episode_surprises_the_model_more_and_rarity_rows_carry_surprise(
+    tmp_path, cache_dir, one_thread
+):
+    overrides = [
+        "models=[{name:lewm},{name:random}]",
+        "protocol.episodes=6",
+        "train.steps=100",  # enough for the spliced frames to stand out by 2× or more (40 steps: not every case)
+        "train.lr=0.002",
+        f"results_dir={tmp_path}",
+    ]
+    model_spec, floor_spec = sorted(expand_trials(load_sweep(TINY, overrides)), key=lambda spec: spec.role != "model")
+    assert (model_spec.role, floor_spec.role) == ("model", "floor")
+    for spec in (model_spec, floor_spec):
+        results.write_trial(str(tmp_path), spec.trial_id, *run_trial(spec))
+
+    parts = build_trial(model_spec)  # the checkpoint the trial cached: no training again
+    source, protocol, history, scaler = parts.case_source, parts.protocol, parts.model.history, parts.windows.scaler
+    windows = [case_window(source, case, protocol, history, scaler) for case in parts.cases]
+    frames, blocks = np.stack([f for f, _ in windows]), np.stack([b for _, b in windows])
+    # The start's history frames, then one frame per action block to the goal.
+    assert frames.shape[1] == history + protocol.goal_offset // protocol.frameskip
+    spliced = frames.copy()  # every frame after the start taken from the next episode, at the same steps
+    for index, case in enumerate(parts.cases):
+        elsewhere = dataclasses.replace(case, episode=(case.episode + 1) % len(source))
+        spliced[index, history:] = case_window(source, elsewhere, protocol, history, scaler)[0][history:]
+    clean = mean_surprise(parts.model, frames, blocks)
+    assert (mean_surprise(parts.model, spliced, blocks) > clean).all()
+    assert case_surprise(parts.model, source, parts.cases, protocol, scaler) == pytest.approx(clean)
+
+    # The rarity rows carry it: the model's surprise for each of its cases, none for the floor.
+    assert cli(["stress", "rarity", str(tmp_path), "--buckets", "2"]) == 0
+    rows = results.read_rows(str(tmp_path), results.RARITY_FILE, results.RarityRow).set_index("trial_id")
+    scored = rows.loc[model_spec.trial_id].set_index("case_seed")["surprise"]
+    assert scored.to_dict() == pytest.approx(
+        {case.case_seed: value for case, value in zip(parts.cases, clean, strict=True)}
+    )
+    assert rows.loc[floor_spec.trial_id, "surprise"].isna().all() and len(rows.loc[floor_spec.trial_id]) == 6
+    assert cli(["stress", "rarity", str(tmp_path), "--buckets", "2", "--no-surprise"]) == 0
+    assert results.read_rows(str(tmp_path), results.RARITY_FILE, results.RarityRow)["surprise"].isna().all()
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ Two views of the same question, "which cases break this controller?":
   the training data (mean distance to the k = 5 nearest training states, in true-state
   space standardised per dimension), and success by rarity bucket (quantiles shared by
   every model and condition of a task, so the buckets are paired). :func:`rarity_rows`
-  makes the typed rows (one per trial × case) the leaderboard's "Success by rarity" reads.
+  makes the typed rows (one per trial × case) the leaderboard's "Success by rarity" reads,
+  each with the trial's model's surprise along the case's recorded frames where it was
+  scored (harness/eval/surprise.py ``case_surprise``), so surprise can be read against rarity.
 - Adversarial search (:func:`adversarial_search`): Optuna, through Ray Tune's
   OptunaSearch, proposes a start (an episode and step of the held-out data, goal
   ``goal_offset`` steps later as in the protocol) and perturbation magnitudes, and
@@ -16,7 +18,7 @@ Two views of the same question, "which cases break this controller?":
   ``python -m harness replay-failures RESULTS`` the hardest few of every trial, where the
   leaderboard links them (harness/eval/replay.py).
 
-    python -m harness stress rarity results/stress          # RESULTS/rarity.parquet
+    python -m harness stress rarity results/stress          # RESULTS/rarity.parquet (--no-surprise: no models)
     python -m harness stress search sweeps/stress.yaml --budget 32
     python -m harness replay-failures results/stress --top 3
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,9 +143,16 @@ def rarity_table(
     return episodes, pd.DataFrame(summary)
 
 
-def rarity_rows(episodes: pd.DataFrame, k: int = RARITY_K, buckets: int = 4) -> list[results.RarityRow]:
+def rarity_rows(
+    episodes: pd.DataFrame,
+    k: int = RARITY_K,
+    buckets: int = 4,
+    surprise: Mapping[tuple[str, int], float] | None = None,
+) -> list[results.RarityRow]:
     """One typed row per trial × case of :func:`rarity_table`'s episode rows (given the ``k`` and ``buckets`` it
-    was called with): every condition of a trial ran the same cases, so a case's rarity and bucket are one."""
+    was called with): every condition of a trial ran the same cases, so a case's rarity and bucket are one.
+    ``surprise`` maps (trial id, case seed) to the case's surprise; a case it does not name has none."""
+    surprise = surprise or {}
     cases = episodes.drop_duplicates(["trial_id", "case_seed"]).sort_values(["task", "trial_id", "case_seed"])
     return [
         results.RarityRow(
@@ -157,6 +166,7 @@ def rarity_rows(episodes: pd.DataFrame, k: int = RARITY_K, buckets: int = 4) -> 
             bucket=int(row.bucket),
             buckets=buckets,
             rarity_k=k,
+            surprise=surprise.get((row.trial_id, int(row.case_seed))),
         )  # fmt: skip
         for row in cases.itertuples()
     ]

@@ -15,12 +15,17 @@ read alike. Per event (a trial's rows carry AUROC and p per event: ``surprise_by
 - a one-sided paired t-test of surprise at the event frame against the same frame of the
   clean twin (the published test; p < 0.01 counts as detected).
 
+The same quantity, unnormalised, scores the evaluation cases of the rare-state study
+(:func:`case_surprise`): a model's mean surprise along a case's recorded frames from its start
+to its goal, which ``stress rarity`` stores beside the case's rarity.
+
     python -m harness surprise sweeps/quickstart.yaml seeds=[0]
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +33,9 @@ import torch
 from einops import rearrange
 from scipy import stats
 
+from harness.eval.cases import Case
 from harness.eval.controllers import to_model_pixels
+from harness.eval.protocol import EvalProtocol
 from models.world_model import WorldModel
 from tasks.base import Task
 from tasks.data import Episodes
@@ -62,6 +69,64 @@ def frame_surprise(
         error = (predicted.float() - target.float()).square().sum(dim=(-2, -1))  # (E·W,)
         surprise[first : first + chunk, h:] = rearrange(error, "(e w) -> e w", e=len(pixels)).cpu().numpy()
     return surprise
+
+
+def action_blocks(actions: np.ndarray, frameskip: int, scaler: ActionScaler | None = None) -> np.ndarray:
+    """Raw actions (..., T·k, A) as the model's action blocks (..., T, k·A), k = ``frameskip``; in the standardised
+    units the model was trained in when ``scaler`` (the training windows') is given."""
+    blocks = rearrange(actions, "... (t k) a -> ... t (k a)", k=frameskip)
+    return blocks if scaler is None else scaler.transform(blocks)
+
+
+def case_window(
+    source: Episodes, case: Case, protocol: EvalProtocol, history: int, scaler: ActionScaler | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded frames a case's surprise is scored along: frames (T, H, W, 3) and action blocks (T-1, k·A).
+
+    ``history`` frames up to the start (steps start − (h−1)·k, ..., start of the case's source episode), then one
+    frame per action block up to the goal (goal_offset // k blocks: the goal itself when k divides the offset),
+    with the recorded actions between them; every frame after the start is predicted from the h before it.
+    """
+    frameskip = protocol.frameskip
+    assert frameskip is not None, "resolve the protocol against the task first"
+    first = case.start_step - (history - 1) * frameskip
+    if first < 0:
+        raise ValueError(
+            f"case {case.case_seed} starts at step {case.start_step}, before a history of {history} frames "
+            f"(every {frameskip} steps) fits; the model's history is longer than the protocol's"
+        )
+    last = case.start_step + protocol.goal_offset // frameskip * frameskip
+    frames = source.pixels[case.episode, first : last + 1 : frameskip]
+    return frames, action_blocks(source.actions[case.episode, first:last], frameskip, scaler)
+
+
+def mean_surprise(
+    model: WorldModel, frames: np.ndarray, blocks: np.ndarray, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """Mean surprise of each sequence over the frames it predicts (every frame after the model's first h):
+    frames (E, T, H, W, 3) uint8, action blocks (E, T-1, A) -> (E,). The :func:`frame_surprise` units."""
+    return frame_surprise(model, frames, blocks, device)[:, model.history :].mean(axis=1)
+
+
+def case_surprise(
+    model: WorldModel,
+    source: Episodes,
+    cases: Sequence[Case],
+    protocol: EvalProtocol,
+    scaler: ActionScaler | None = None,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Each case's mean surprise along its recorded frames from its start to its goal (:func:`case_window`), (C,).
+
+    ``source`` is the collection the cases were drawn from; ``scaler`` standardises the recorded actions as in
+    training. Unnormalised (not z-scored): the model's own latent units, comparable across one model's cases.
+    """
+    if not cases:
+        return np.empty(0)
+    windows = [case_window(source, case, protocol, model.history, scaler) for case in cases]
+    frames = np.stack([window_frames for window_frames, _ in windows])  # (C, T, H, W, 3)
+    blocks = np.stack([window_blocks for _, window_blocks in windows])  # (C, T-1, k·A)
+    return mean_surprise(model.eval(), frames, blocks, device)
 
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -98,8 +163,7 @@ def evaluate_surprise(
     frames = episodes.pixels[:, : count * frameskip + 1 : frameskip]  # (E, T, H, W, 3), T = count + 1
     states = episodes.states[:, : count * frameskip + 1 : frameskip]  # (E, T, S)
     raw = rearrange(episodes.actions[:, : count * frameskip], "e (t k) a -> e t k a", k=frameskip)  # (E, T-1, k, A)
-    blocks = rearrange(raw, "e t k a -> e t (k a)")
-    blocks = blocks if scaler is None else scaler.transform(blocks)  # the units the model was trained in
+    blocks = action_blocks(episodes.actions[:, : count * frameskip], frameskip, scaler)  # (E, T-1, k·A)
     if count < h + 1:
         raise ValueError(
             f"episodes of {episodes.steps} steps give {count + 1} frames at frameskip {frameskip}; "

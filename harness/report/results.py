@@ -158,6 +158,9 @@ class RarityRow:
     ``python -m harness stress rarity RESULTS`` writes them to ``RESULTS/rarity.parquet`` (harness/eval/stress.py);
     the leaderboard joins them to the episode rows on (trial_id, case_seed). Bucket edges are quantiles of the
     task's cases, so a case shared by several trials of one training dataset lands in one bucket for all of them.
+    ``surprise`` is the trial's model's mean one-step latent prediction error along the case's recorded frames
+    (harness/eval/surprise.py ``case_surprise``); None for reference controllers, under ``--no-surprise``, and in
+    files written before the column.
     """
 
     trial_id: str
@@ -170,6 +173,7 @@ class RarityRow:
     bucket: int  # 0: the task's most common quantile of cases ... buckets - 1: the rarest
     buckets: int
     rarity_k: int  # the k of the k-NN rarity
+    surprise: float | None = None  # mean ‖predict(z≤t, a≤t) − encode(frame t+1)‖² from the case's start to its goal
 
 
 @dataclass
@@ -411,15 +415,18 @@ class RowsFileError(ValueError):
 def read_rows(root: str, relative_path: str, row_type: type) -> pd.DataFrame | None:
     """The rows of an optional file of ``row_type`` rows under ``root`` (e.g. :data:`RARITY_FILE`); None when absent.
 
-    Raises :class:`RowsFileError`, one line naming the file, when it is damaged or lacks a column of ``row_type``.
+    A column added later (a field that defaults to None) may be absent from an older file: it reads as nulls.
+    Raises :class:`RowsFileError`, one line naming the file, when it is damaged or lacks any other column.
     """
     fs, base = _filesystem(root)
     path = f"{base.rstrip('/')}/{relative_path}"
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
     schema = schema_of(row_type)
+    optional = {field.name for field in dataclasses.fields(row_type) if field.default is None}
     try:
-        missing = [name for name in schema.names if name not in pq.read_schema(path, filesystem=fs).names]
+        stored = pq.read_schema(path, filesystem=fs).names
+        missing = [name for name in schema.names if name not in stored and name not in optional]
         if missing:
             raise RowsFileError(
                 f"{path} lacks column(s) {', '.join(missing)} of {row_type.__name__}: written by an older wmbench"

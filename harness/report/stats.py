@@ -218,3 +218,12 @@ def normalised_auc(magnitudes: Sequence[float], success: Sequence[float]) -> flo
     if np.unique(x).size < 2:
         return float("nan")
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of paired values (``scipy.stats.spearmanr``, ties ranked by their mean rank);
+    NaN with fewer than three pairs or when either side is constant (no ranking to correlate)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(sps.spearmanr(x, y).statistic)

@@ -4,7 +4,7 @@
     python -m harness run --from-row RESULTS_FILE ROW
     python -m harness leaderboard RESULTS [RESULTS|GLOB ...] [--out DIR] [--baseline RESULTS]
     python -m harness surprise SWEEP.yaml [key=value ...]
-    python -m harness stress rarity RESULTS | stress search SWEEP.yaml [--budget N] [--axis NAME=LOW:HIGH]
+    python -m harness stress rarity RESULTS [--no-surprise] | stress search SWEEP.yaml [--budget N] [--axis ...]
     python -m harness replay FAILURES_FILE ROW [--out DIR] [--controller random|oracle]
     python -m harness replay-failures RESULTS [--top N]
     python -m harness datasets list | inspect KEY | preview KEY [--episode N] --out FILE.png|.gif|.mp4
@@ -29,8 +29,9 @@ import pyarrow as pa
 import torch
 
 from harness.eval import replay, stress
+from harness.eval.cases import case_fingerprint
 from harness.eval.controllers import REFERENCE_CONTROLLERS
-from harness.eval.surprise import evaluate_surprise, surprise_table
+from harness.eval.surprise import case_surprise, evaluate_surprise, surprise_table
 from harness.report import leaderboard, results
 from harness.sweep.config import ConfigError, SweepConfig, load_sweep
 from harness.sweep.runner import driver_lock, plan_sweep, run_sweep, trial_resources
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     rarity.add_argument("root", help="a results folder, e.g. results/robustness")
     rarity.add_argument("--buckets", type=int, default=4)
     rarity.add_argument("--k", type=int, default=stress.RARITY_K)
+    rarity.add_argument("--no-surprise", action="store_true",
+                        help="skip each world model's surprise per case (it loads every trial's model)")  # fmt: skip
+    rarity.add_argument("--device", default=DEFAULT_DEVICE, help="where the models score surprise")
     search = modes.add_parser("search", help="adversarial search for failures of each trial of a sweep")
     search.add_argument("sweep", help="a sweep YAML, e.g. sweeps/stress.yaml")
     search.add_argument("overrides", nargs="*", help="key=value overrides of the sweep")
@@ -288,12 +292,44 @@ def _rarity(args: argparse.Namespace) -> int:
 
     episodes, trials = results.load(args.root, results.EPISODES_DIR), results.load(args.root)
     cases, summary = stress.rarity_table(episodes, trials, training_states, args.k, args.buckets)
-    rows = stress.rarity_rows(cases, args.k, args.buckets)
+    ranked = trials[trials["trial_id"].isin(set(cases["trial_id"]))]
+    surprise = {} if args.no_surprise else _case_surprise(ranked, args.device)
+    rows = stress.rarity_rows(cases, args.k, args.buckets, surprise)
     path = results.write_atomic(results.to_table(rows, results.RarityRow), args.root, results.RARITY_FILE)
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"{len(rows)} trial × case rows written to {path}; the leaderboard shows success by rarity from them")
+    scored = sum(row.surprise is not None for row in rows)
+    print(
+        f"{len(rows)} trial × case rows written to {path} ({scored} with the model's surprise); "
+        "the leaderboard shows success and surprise by rarity from them"
+    )
     return 0
+
+
+def _case_surprise(trials: pd.DataFrame, device: str) -> dict[tuple[str, int], float]:
+    """Each world-model trial's surprise per evaluation case, keyed by (trial id, case seed): the trial's model built
+    as `surprise` and `replay` build it (build_trial: from the checkpoint cache the sweep filled), scored along each
+    case's recorded frames in the collection the cases came from. A trial whose rebuilt cases are not the ones it
+    ran (its case fingerprint differs) gets none, with a warning."""
+    surprise: dict[tuple[str, int], float] = {}
+    for row in trials[trials["status"] == "ok"].drop_duplicates("trial_id").itertuples():
+        spec = TrialSpec.from_dict(json.loads(row.config))
+        if spec.role != "model":  # a reference controller has no latent to be surprised in
+            continue
+        parts = build_trial(spec, device)
+        fingerprint = case_fingerprint(parts.task, parts.case_source.key, parts.cases)
+        if row.case_fingerprint and row.case_fingerprint != fingerprint:
+            print(
+                f"warning: {row.trial_id}: its cases rebuilt today are not the ones it ran (case fingerprint "
+                f"{fingerprint}, recorded {row.case_fingerprint}); no surprise recorded for it",
+                file=sys.stderr,
+            )
+            continue
+        values = case_surprise(
+            parts.model, parts.case_source, parts.cases, parts.protocol, parts.windows.scaler, device
+        )
+        surprise |= {(row.trial_id, case.case_seed): float(v) for case, v in zip(parts.cases, values, strict=True)}
+    return surprise
 
 
 def _flat_states(states: np.ndarray) -> np.ndarray:

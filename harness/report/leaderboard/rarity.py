@@ -6,7 +6,9 @@ Two optional files of a results folder, each written by a stress command, feed i
   every trial's cases with their rarity and bucket. Joined to the clean episode rows on (trial, case seed), it
   gives each entry's success per bucket with a Wilson 95% interval and the rarest − most common difference
   (:class:`RarityCurve`). A task's bucket edges are shared by every model (the same cases fall in the same
-  bucket), so two models are also compared case for case (:func:`rarity_pairs`).
+  bucket), so two models are also compared case for case (:func:`rarity_pairs`). Where the rows carry a world
+  model's surprise per case, its curve also holds the mean surprise per bucket and Spearman's ρ of rarity and
+  surprise: does the model's prediction error rise on the cases its training data hardly covered?
 - ``replays.parquet`` (:class:`~harness.report.results.ReplayRow`, ``python -m harness replay-failures RESULTS``):
   the adversarial search's hardest cases, replayed, and the image strips they were drawn to.
 """
@@ -60,6 +62,10 @@ class RarityCurve:
     gap: float  # success on the rarest bucket − on the most common; NaN when either is empty
     gap_ci_low: float  # Newcombe's interval from the two Wilson intervals: unpaired, the buckets hold different cases
     gap_ci_high: float
+    # A world model's surprise per case (RarityRow.surprise; none for reference controllers or files without it):
+    surprise: tuple[float, ...] = ()  # mean per bucket over seeds × cases, bucket 0 first; NaN where none was scored
+    surprise_spearman: float = float("nan")  # Spearman ρ of a case's rarity and its surprise, seeds × cases pooled
+    surprise_pairs: int = 0  # the n of that ρ: seeds × cases with a surprise
 
     @property
     def buckets(self) -> int:
@@ -123,7 +129,8 @@ def clean_cases(ok: pd.DataFrame, episodes: pd.DataFrame, rarity: pd.DataFrame) 
     cases = episodes[["source", "trial_id", "condition", "case_seed", "success"]].merge(
         clean, on=["source", "trial_id", "condition"]
     )
-    buckets = rarity[["source", "trial_id", "case_seed", "bucket", "buckets", "rarity", "rarity_k"]]
+    rarity = rarity if "surprise" in rarity else rarity.assign(surprise=np.nan)
+    buckets = rarity[["source", "trial_id", "case_seed", "bucket", "buckets", "rarity", "rarity_k", "surprise"]]
     cases = cases.merge(buckets, on=["source", "trial_id", "case_seed"], how="left")
     warnings = []
     unseen = cases[cases["bucket"].isna() & cases["source"].isin(set(rarity["source"]))]
@@ -134,7 +141,7 @@ def clean_cases(ok: pd.DataFrame, episodes: pd.DataFrame, rarity: pd.DataFrame) 
             f"(run it again to add them): {', '.join(trials)}"
         )
     cases = cases[cases["bucket"].notna()]
-    return cases.astype({"bucket": int, "buckets": int, "rarity_k": int, "success": bool}), warnings
+    return cases.astype({"bucket": int, "buckets": int, "rarity_k": int, "success": bool, "surprise": float}), warnings
 
 
 def unshared_tasks(cases: pd.DataFrame) -> tuple[set[tuple[str, str, str]], list[str]]:
@@ -172,6 +179,8 @@ def rarity_curves(table: pd.DataFrame, cases: pd.DataFrame) -> list[RarityCurve]
             low.append(interval.low)
             high.append(interval.high)
             episodes.append(len(outcomes))
+        scored = mine[mine["surprise"].notna()]
+        surprise = [scored.loc[scored["bucket"] == bucket, "surprise"] for bucket in range(buckets)]
         rarest, most_common = (mine.loc[mine["bucket"] == bucket, "success"] for bucket in (buckets - 1, 0))
         gap = stats.newcombe_difference(int(rarest.sum()), len(rarest), int(most_common.sum()), len(most_common))
         curves.append(
@@ -186,6 +195,9 @@ def rarity_curves(table: pd.DataFrame, cases: pd.DataFrame) -> list[RarityCurve]
                 gap=gap.estimate,
                 gap_ci_low=gap.low,
                 gap_ci_high=gap.high,
+                surprise=tuple(float(values.mean()) if len(values) else np.nan for values in surprise),
+                surprise_spearman=stats.rank_correlation(scored["rarity"], scored["surprise"]),
+                surprise_pairs=len(scored),
             )  # fmt: skip
         )
     return curves

@@ -344,10 +344,33 @@ def _bucket_names(buckets: int) -> list[str]:
     return [f"Q{bucket + 1}{ends.get(bucket, '')}" for bucket in range(buckets)]
 
 
+def _surprise_number(value: float) -> str:
+    """A surprise in the model's own latent units, whatever their scale: three significant digits (whole above 1000)."""
+    if _missing(value):
+        return MISSING
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:#.3g}"
+
+
+def _surprise_cells(curve: RarityCurve, buckets: int) -> list[Cell]:
+    """Mean surprise per bucket and Spearman's ρ of rarity and surprise with its n (no values: a reference
+    controller, or a model whose cases were not scored)."""
+    means = [curve.surprise[b] if b < len(curve.surprise) else np.nan for b in range(buckets)]
+    cells = [Cell(_surprise_number(value), value) for value in means]
+    rho = curve.surprise_spearman
+    if not curve.surprise_pairs:
+        return [*cells, Cell(MISSING)]
+    text = f"{MISSING if _missing(rho) else f'{rho:+.2f}'} (n = {curve.surprise_pairs})"
+    return [*cells, Cell(text, rho)]
+
+
 def _rarity_section(protocol_hash: str, curves: list[RarityCurve]) -> Section:
-    """Clean success % per rarity bucket, one row per task × entry, with rarest − most common and its plot."""
+    """Clean success % per rarity bucket, one row per task × entry, with rarest − most common and its plot; where
+    world models' cases carry surprise, their mean surprise per bucket and its rank correlation with rarity."""
     buckets = max(curve.buckets for curve in curves)
+    with_surprise = any(curve.surprise_pairs for curve in curves)
     header = ("task", "model", *_bucket_names(buckets), "rarest − most common, pp [95% CI]", "episodes per Q")
+    if with_surprise:
+        header += (*(f"surprise Q{bucket + 1}" for bucket in range(buckets)), "Spearman ρ rarity–surprise")
     rows = []
     for curve in curves:
         cells = [Cell(curve.task, curve.task), _label_cell(curve.model, curve.variant, curve.role, curve.source)]
@@ -360,7 +383,10 @@ def _rarity_section(protocol_hash: str, curves: list[RarityCurve]) -> Section:
                 cells.append(Cell(MISSING))
         cells.append(Cell(_signed_ci(curve.gap, curve.gap_ci_low, curve.gap_ci_high), curve.gap))
         counts = " · ".join(str(count) for count in curve.episodes)
-        rows.append(Row((*cells, Cell(counts, sum(curve.episodes))), _marks(curve.role)))
+        cells.append(Cell(counts, sum(curve.episodes)))
+        if with_surprise:
+            cells += _surprise_cells(curve, buckets)
+        rows.append(Row(tuple(cells), _marks(curve.role)))
     ks = ", ".join(str(k) for k in sorted({curve.rarity_k for curve in curves}))
     note = (
         f"Clean condition. A case is as rare as its rarer end: the start's or the goal's mean distance to its "
@@ -371,8 +397,15 @@ def _rarity_section(protocol_hash: str, curves: list[RarityCurve]) -> Section:
         "95% interval from the two Wilson intervals, unpaired, since the two buckets hold different cases (no paired "
         "test within one model exists); models are compared case for case below."
     )
+    surprise_note = (
+        "Surprise: a world model's mean one-step latent prediction error ‖predict(z≤t, a≤t) − encode(frame t+1)‖² "
+        "(the surprise test's quantity, not z-scored) along each case's recorded frames from its start to its goal, "
+        "averaged per Q over seeds × cases; Spearman ρ: rank correlation of a case's rarity with that surprise, "
+        "seeds × cases pooled (n), above 0 when rarer cases surprise the model more."
+    )
+    notes = (note, surprise_note) if with_surprise else (note,)
     figure = FigureRef("rarity", protocol_hash)
-    return Section("Success by rarity", 3, notes=(note,), header=header, rows=tuple(rows), figure=figure)
+    return Section("Success by rarity", 3, notes=notes, header=header, rows=tuple(rows), figure=figure)
 
 
 def _rarity_pairs_section(pairs: pd.DataFrame) -> Section:
