@@ -8,6 +8,8 @@ transformer that takes the actions in every block by AdaLN-zero.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
@@ -110,6 +112,23 @@ class CausalPredictor(nn.Module):
         for block in self.blocks:
             x = block(x, action_embeddings, is_causal=True)
         return self.norm(x)
+
+    @classmethod
+    def from_config(cls, config: Any, **layout: Any) -> CausalPredictor:
+        """The predictor a model config names by its ``predictor_*`` fields, ``latent_dim`` and ``max_frames``
+        (LeWM's and its stable-worldmodel layout's); ``layout`` passes ``norm_eps`` and ``branch_norm``."""
+        return cls(
+            config.latent_dim,
+            config.predictor_width,
+            config.predictor_depth,
+            config.predictor_heads,
+            config.predictor_dim_head,
+            config.predictor_mlp_dim,
+            config.predictor_dropout,
+            config.predictor_emb_dropout,
+            config.max_frames,
+            **layout,
+        )
 
     def imagine(self, latents: Tensor, action_embeddings: Tensor, head: nn.Module, history: int) -> Tensor:
         """Roll out autoregressively: latents (B, h, D), embeddings (B, h-1+H, width) of the blocks -> (B, H, D).

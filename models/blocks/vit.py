@@ -8,7 +8,7 @@ Attention runs through ``scaled_dot_product_attention`` so fused kernels apply o
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -221,8 +221,9 @@ class ViTEncoder(nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
 
     @classmethod
-    def from_config(cls, config: ViTConfig) -> ViTEncoder:
-        """The encoder a model config names by its ``encoder_*`` fields (LeWM's, PLDM's ViT variant)."""
+    def from_config(cls, config: ViTConfig, **layout: Any) -> ViTEncoder:
+        """The encoder a model config names by its ``encoder_*`` fields (LeWM's, PLDM's ViT variant);
+        ``layout`` passes options the config does not name (``qkv_bias``, ``norm_eps``)."""
         return cls(
             config.image_size,
             config.patch_size,
@@ -231,6 +232,7 @@ class ViTEncoder(nn.Module):
             config.encoder_heads,
             config.encoder_mlp_dim,
             pos_init=config.encoder_pos_init,
+            **layout,
         )
 
     def forward(self, images: Tensor) -> Tensor:

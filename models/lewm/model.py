@@ -84,25 +84,29 @@ class LeWM(WorldModel):
         super().__init__()
         self.config = cfg
         self.history = cfg.history
-        self.encoder = ViTEncoder.from_config(cfg)
+        self.encoder = ViTEncoder.from_config(cfg, **self.encoder_layout(cfg))
         self.projector = Projector(cfg.encoder_width, cfg.projector_hidden, cfg.latent_dim)
         self.action_encoder = ActionEncoder(
-            cfg.action_dim, cfg.action_conv_dim, cfg.action_mlp_ratio * cfg.predictor_width, cfg.predictor_width
+            cfg.action_dim, cfg.action_conv_dim, self.action_hidden(cfg), cfg.predictor_width
         )
-        self.predictor = CausalPredictor(
-            cfg.latent_dim,
-            cfg.predictor_width,
-            cfg.predictor_depth,
-            cfg.predictor_heads,
-            cfg.predictor_dim_head,
-            cfg.predictor_mlp_dim,
-            cfg.predictor_dropout,
-            cfg.predictor_emb_dropout,
-            cfg.max_frames,
-        )
+        self.predictor = CausalPredictor.from_config(cfg, **self.predictor_layout(cfg))
         self.predictor_projector = Projector(cfg.predictor_width, cfg.projector_hidden, cfg.latent_dim)
         self.sigreg = SIGReg(cfg.sigreg_directions, cfg.sigreg_knots)  # harness.trial.distributed turns on all_reduce
         self.normalise = ImageNetNormalise()
+
+    # Layout hooks: LeWM's own blocks take their defaults; a subclass in another codebase's layout
+    # (models/lewm/swm.py) overrides these three, and nothing else of the method changes.
+    def encoder_layout(self, cfg: LeWMConfig) -> dict[str, Any]:
+        """Options of the ViT encoder that the config does not name (default: none)."""
+        return {}
+
+    def action_hidden(self, cfg: LeWMConfig) -> int:
+        """The action encoder's hidden width: ``action_mlp_ratio`` × the predictor's width."""
+        return cfg.action_mlp_ratio * cfg.predictor_width
+
+    def predictor_layout(self, cfg: LeWMConfig) -> dict[str, Any]:
+        """Options of the predictor's blocks that the config does not name (default: none)."""
+        return {}
 
     @property
     def tokens_per_frame(self) -> int:

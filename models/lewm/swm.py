@@ -27,8 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models.blocks.predictor import CPU_TINY_SIZES, ActionEncoder, CausalPredictor
-from models.blocks.vit import ViTEncoder
+from models.blocks.predictor import CPU_TINY_SIZES
 from models.lewm.model import LeWM, LeWMConfig
 from models.lewm.swm_checkpoint import CheckpointError, load_weights, read_checkpoint, wmbench_state
 from models.presets import resolve_config
@@ -56,35 +55,19 @@ class SWMLeWM(LeWM):
 
     def __init__(self, cfg: SWMLeWMConfig) -> None:
         super().__init__(cfg)
-        self.encoder = ViTEncoder(
-            cfg.image_size,
-            cfg.patch_size,
-            cfg.encoder_width,
-            cfg.encoder_depth,
-            cfg.encoder_heads,
-            cfg.encoder_mlp_dim,
-            pos_init=cfg.encoder_pos_init,
-            qkv_bias=cfg.encoder_qkv_bias,
-            norm_eps=cfg.encoder_norm_eps,
-        )
-        # Their Embedder's hidden width is mlp_scale × the latent width (their cond_proj, folded in, widens it).
-        self.action_encoder = ActionEncoder(
-            cfg.action_dim, cfg.action_conv_dim, cfg.action_mlp_ratio * cfg.latent_dim, cfg.predictor_width
-        )
-        self.predictor = CausalPredictor(
-            cfg.latent_dim,
-            cfg.predictor_width,
-            cfg.predictor_depth,
-            cfg.predictor_heads,
-            cfg.predictor_dim_head,
-            cfg.predictor_mlp_dim,
-            cfg.predictor_dropout,
-            cfg.predictor_emb_dropout,
-            cfg.max_frames,
-            norm_eps=cfg.predictor_norm_eps,
-            branch_norm=True,
-        )
         self.checkpoint_sha256: str | None = None  # set by build() when the weights come from a checkpoint
+
+    def encoder_layout(self, cfg: SWMLeWMConfig) -> dict[str, Any]:
+        """Hugging Face's ViT: query, key and value with biases, LayerNorm eps 1e-12."""
+        return {"qkv_bias": cfg.encoder_qkv_bias, "norm_eps": cfg.encoder_norm_eps}
+
+    def action_hidden(self, cfg: SWMLeWMConfig) -> int:
+        """Their Embedder's hidden width is mlp_scale × the latent width (their cond_proj, folded in, widens it)."""
+        return cfg.action_mlp_ratio * cfg.latent_dim
+
+    def predictor_layout(self, cfg: SWMLeWMConfig) -> dict[str, Any]:
+        """Their ConditionalBlock: each branch's modulated input normalised once more, AdaLN eps 1e-6."""
+        return {"norm_eps": cfg.predictor_norm_eps, "branch_norm": True}
 
     @property
     def pretrained(self) -> bool:
