@@ -34,7 +34,7 @@ from harness.eval.controllers import REFERENCE_CONTROLLERS
 from harness.eval.surprise import case_surprise, evaluate_surprise, surprise_table
 from harness.report import leaderboard, results
 from harness.sweep.config import ConfigError, SweepConfig, load_sweep
-from harness.sweep.runner import driver_lock, plan_sweep, run_sweep, trial_resources
+from harness.sweep.runner import SweepStopped, driver_lock, plan_sweep, run_sweep, trial_resources
 from harness.trial.parts import build_trial, trial_data
 from harness.trial.reproduce import RowError, reproduce_row
 from harness.trial.spec import TrialSpec
@@ -171,6 +171,14 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+        except SweepStopped as error:  # one line, not Ray Tune's traceback; finished trials are already on disk
+            plan = plan_sweep(sweep)
+            print(
+                f"the sweep stopped: {error}; {len(plan.done)} of {len(plan.trials)} trials finished; "
+                "rerun with --resume",
+                file=sys.stderr,
+            )
+            return 1
 
 
 def _drive(args: argparse.Namespace, sweep: SweepConfig) -> int:

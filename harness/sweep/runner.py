@@ -173,6 +173,10 @@ def _trial_naming(trials: dict[str, TrialSpec]) -> dict[str, Any]:
     return {"trial_name_creator": name, "trial_dirname_creator": folder}
 
 
+class SweepStopped(RuntimeError):
+    """Ray Tune's control loop itself ended with an error (not one trial's): finished trials are on disk."""
+
+
 @dataclass
 class SweepOutcome:
     wall_seconds: float
@@ -264,6 +268,8 @@ def run_sweep(
     try:
         with tracking.only_these_loggers():
             grid = tuner.fit()
+    except RuntimeError as error:  # Tune's own loop died, e.g. Ray's memory monitor killed a worker it did not expect
+        raise SweepStopped(_error_line(error)) from error
     finally:
         shown.close()  # an interrupted sweep leaves the terminal as it found it
     frame = grid.get_dataframe()
