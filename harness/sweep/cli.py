@@ -165,20 +165,17 @@ def _run(args: argparse.Namespace) -> int:
         try:
             return _drive(args, sweep)
         except KeyboardInterrupt:  # Ctrl-C: one line, not Ray's traceback; finished trials are already on disk
-            plan = plan_sweep(sweep)
-            print(
-                f"interrupted: {len(plan.done)} of {len(plan.trials)} trials finished; rerun with --resume",
-                file=sys.stderr,
-            )
+            print(f"interrupted: {_where_it_stopped(sweep)}", file=sys.stderr)
             return 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
         except SweepStopped as error:  # one line, not Ray Tune's traceback; finished trials are already on disk
-            plan = plan_sweep(sweep)
-            print(
-                f"the sweep stopped: {error}; {len(plan.done)} of {len(plan.trials)} trials finished; "
-                "rerun with --resume",
-                file=sys.stderr,
-            )
+            print(f"the sweep stopped: {error}; {_where_it_stopped(sweep)}", file=sys.stderr)
             return 1
+
+
+def _where_it_stopped(sweep: SweepConfig) -> str:
+    """How far a stopped sweep got, read from its results folder, and what to do next."""
+    plan = plan_sweep(sweep)
+    return f"{len(plan.done)} of {len(plan.trials)} trials finished; rerun with --resume"
 
 
 def _drive(args: argparse.Namespace, sweep: SweepConfig) -> int:
