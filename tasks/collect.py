@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks import ray_cluster
 from tasks.base import TASKS, make_task
 from tasks.data import POLICIES, cache_root, collect
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.address is not None:
             import ray
 
-            ray.init(address=args.address, include_dashboard=False, log_to_driver=False)
+            ray_cluster.connect(args.address)
             print(f"ray         {ray.cluster_resources().get('CPU', 0):g} CPUs at {args.address}")
         began = time.perf_counter()
         episodes = collect(
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, TypeError, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if not ray_cluster.is_task_failure(error):
+            raise
+        print(f"error: a collection task failed on Ray: {ray_cluster.one_line(error)}", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - began
     info = episodes.info
     folder = root / "datasets" / episodes.key

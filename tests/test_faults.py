@@ -401,3 +401,23 @@ def test_a_trial_that_raises_becomes_a_failed_row_and_the_other_trials_finish(tm
     assert set(finished["trial_id"]) == {trials["random"]} and len(finished) == SWEEP_CONDITIONS
     assert all(results.verify_trial(str(out), trial_id) is None for trial_id in trials.values())
     assert not list(out.rglob("*.tmp-*")) and blocker.read_text() == "a file where the checkpoint folder belongs\n"
+
+
+# --- memory pressure --------------------------------------------------------------------------------
+
+
+def test_collection_under_memory_pressure_fails_in_one_line_instead_of_retrying_forever(tmp_path):
+    """Ray's memory monitor told that the node is always full (threshold 1%) kills every collection task. Ray's
+    default retries an OOM-killed task without limit, so this driver used to hang; wmbench's drivers bound the
+    retries (tasks/ray_cluster.py), and the collector ends with one line, exit 1, and no dataset left behind."""
+    cache = tmp_path / "cache"
+    env = {**os.environ, "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}
+    env.pop("RAY_task_oom_retries", None)  # the bound under test is wmbench's own
+    command = [sys.executable, "-m", "tasks.collect", "two_room", "--episodes", "2", "--steps", "5"]
+    command += ["--address", "local", "--cache-dir", str(cache), "--quiet"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=SWEEP_TIMEOUT)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a collection task failed on Ray: OutOfMemoryError: "), done.stderr[-3000:]
+    assert not list(cache.rglob("manifest.json"))

@@ -247,9 +247,11 @@ def test_bf16_runs_only_where_the_device_has_bf16_units_and_says_what_ran(monkey
     assert step.precision == "bf16" and step.optimizer.defaults["fused"]
     # Without cpu_bf16 a CPU trains in fp32, as the README's CPU figures were measured.
     assert TrainStep(action_sensitive_lewm(1), TrainConfig(bf16=True), torch.device("cpu")).precision == "fp32"
-    assert precision.autocast_for("cpu", "bf16").fast_dtype == torch.bfloat16
+    with precision.autocast_for("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert not torch.backends.cuda.flash_sdp_enabled()  # attention through the math kernel on a CPU in bf16
     with precision.autocast_for("cpu", "fp32"):
-        assert not torch.is_autocast_enabled("cpu")
+        assert not torch.is_autocast_enabled("cpu") and torch.backends.cuda.flash_sdp_enabled()
     with pytest.raises(ValueError, match="planner.precision"):
         PlannerConfig(precision="fp16")
 

@@ -10,11 +10,14 @@ vector width, "AVX512", not whether bf16 instructions exist, so the flags are re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,18 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     return requested
 
 
-def autocast_for(device: torch.device | str, precision: str) -> torch.autocast:
-    """bf16 autocast on ``device`` for ``precision="bf16"``, a disabled (fp32) one otherwise."""
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+@contextlib.contextmanager
+def autocast_for(device: torch.device | str, precision: str) -> Iterator[None]:
+    """bf16 autocast on ``device`` for ``precision="bf16"``, a disabled (fp32) one otherwise.
+
+    On a CPU in bf16, attention also runs through PyTorch's math kernel (batched matmuls, which use
+    AMX): its fused CPU kernel in bf16 made LeWM-tiny's training step slower than fp32, its backward
+    ~5× slower than fp32's (torch profiler, batch 64 at 64 px, one thread).
+    """
+    device = torch.device(device)
+    bf16 = precision == "bf16"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+        if bf16 and device.type == "cpu":
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield

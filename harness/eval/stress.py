@@ -29,7 +29,6 @@ functions are given (harness/trial/parts.py).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from harness.eval.evaluation import run_episodes
 from harness.eval.protocol import EvalProtocol
 from harness.report import results
 from harness.report.stats import wilson_interval
+from tasks import ray_cluster
 from tasks.base import Task
 from tasks.conditions import AXES, Condition
 from tasks.data import Episodes
@@ -238,7 +238,6 @@ def adversarial_search(
     Returns one replayable row per evaluated episode (``budget`` × ``repeats``), hardest first.
     """
     import optuna
-    import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -255,10 +254,7 @@ def adversarial_search(
     inputs = SearchInputs(
         target.task, protocol, target.controller, source.states, source.actions, starts, repeats, seed, tuple(axes)
     )
-    if not ray.is_initialized():
-        # "local": without an address, start a private Ray rather than join another user's cluster on this host.
-        address = address or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    ray_cluster.connect(address)
     gpus = float(target.device.startswith("cuda"))
     trainable = tune.with_resources(tune.with_parameters(_tune_proposal, inputs=inputs), {"cpu": 1, "gpu": gpus})
     # TPE after a few random proposals (Optuna's default waits for 10, most of a small budget).

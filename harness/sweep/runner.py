@@ -29,6 +29,7 @@ from harness.trial.parts import trial_data
 from harness.trial.progress import Progress, ProgressThrottle
 from harness.trial.spec import TrialSpec
 from harness.trial.trial import execute_trial
+from tasks import ray_cluster
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ def collect_datasets(trials: list[TrialSpec]) -> None:
             trial_data(trial, backend="ray", progress=True)
         except Exception as error:  # the trials collect again themselves and record the error in their rows
             log.warning(
-                "collecting the data of %s failed (%s); its trials will record the error", trial.trial_id, error
+                "collecting the data of %s failed (%s); its trials will record the error",
+                trial.trial_id,
+                ray_cluster.one_line(error),
             )
 
 
@@ -232,9 +235,7 @@ def run_sweep(
     # handler would instead end fit() as if the sweep were done and point at Tuner.restore, which --resume replaces.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     started = time.perf_counter()
-    address = address or os.environ.get("RAY_ADDRESS") or "local"  # never join a stray cluster by accident
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1)
+    address = ray_cluster.connect(address, log_to_driver=verbose > 1)
     cluster = ray.cluster_resources()
     resources = trial_resources(sweep, cluster.get("GPU", 0))
     cpus = cluster.get("CPU", 0)
