@@ -4,6 +4,7 @@ success by rarity bucket."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import matplotlib
 
@@ -30,30 +31,44 @@ def _colours(board: Leaderboard) -> dict[tuple[str, str, str], object]:
     return colours
 
 
-def _robustness(board: Leaderboard, protocol_hash: str, axis: str) -> plt.Figure | None:
-    """Success vs one axis's magnitude, one panel per task, one line per entry with its 95% CI band."""
-    curves = [c for c in board.curves if c.protocol_hash == protocol_hash and c.axis == axis]
-    if not curves:
-        return None
+def _task_panels(board: Leaderboard, curves: list, x_of: Callable, decorate: Callable) -> plt.Figure:
+    """One panel per task, one line per curve with its 95% band, the legend beside the panels.
+
+    ``x_of(curve)`` gives a curve's x values; ``decorate(ax, task, curves)`` titles and labels a task's panel.
+    """
     tasks = sorted({c.task for c in curves})
     colours = _colours(board)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        for curve in (c for c in curves if c.task == task):
+        mine = [c for c in curves if c.task == task]
+        for curve in mine:
             colour = colours[(curve.model, curve.variant, curve.source)]
-            x, y = np.asarray(curve.magnitudes), 100 * np.asarray(curve.success)
-            ax.plot(x, y, "o-", color=colour, label=label(curve.model, curve.variant, curve.role, curve.source))
+            x = np.asarray(x_of(curve))
+            ax.plot(x, 100 * np.asarray(curve.success), "o-", color=colour,
+                    label=label(curve.model, curve.variant, curve.role, curve.source))  # fmt: skip
             low, high = 100 * np.asarray(curve.success_ci_low), 100 * np.asarray(curve.success_ci_high)
             ax.fill_between(x, low, high, color=colour, alpha=0.15)
-        for clean in sorted({c.clean_magnitude for c in curves if c.task == task and c.clean_magnitude is not None}):
-            ax.axvline(clean, color="0.6", ls=":", lw=1)  # where the clean condition sits on this axis
-        words = axis.replace("_", " ")
-        ax.set(title=f"{task}: {words}", xlabel=words, ylabel="success %", ylim=(-3, 103))
+        decorate(ax, task, mine)
         ax.grid(alpha=0.3)
     legend = {text: handle for ax in axes.flat for handle, text in zip(*ax.get_legend_handles_labels(), strict=True)}
     fig.tight_layout()
     fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     return fig
+
+
+def _robustness(board: Leaderboard, protocol_hash: str, axis: str) -> plt.Figure | None:
+    """Success vs one axis's magnitude, one panel per task, one line per entry with its 95% CI band."""
+    curves = [c for c in board.curves if c.protocol_hash == protocol_hash and c.axis == axis]
+    if not curves:
+        return None
+    words = axis.replace("_", " ")
+
+    def decorate(ax: plt.Axes, task: str, mine: list) -> None:
+        for clean in sorted({c.clean_magnitude for c in mine if c.clean_magnitude is not None}):
+            ax.axvline(clean, color="0.6", ls=":", lw=1)  # where the clean condition sits on this axis
+        ax.set(title=f"{task}: {words}", xlabel=words, ylabel="success %", ylim=(-3, 103))
+
+    return _task_panels(board, curves, lambda curve: curve.magnitudes, decorate)
 
 
 def _pareto(board: Leaderboard, rows: pd.DataFrame) -> plt.Figure | None:
@@ -133,28 +148,15 @@ def _rarity(board: Leaderboard, protocol_hash: str) -> plt.Figure | None:
     curves = [c for c in board.rarity if c.protocol_hash == protocol_hash]
     if not curves:
         return None
-    tasks = sorted({c.task for c in curves})
-    colours = _colours(board)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.0), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        mine = [c for c in curves if c.task == task]
-        for curve in mine:
-            colour = colours[(curve.model, curve.variant, curve.source)]
-            x = np.arange(1, curve.buckets + 1)
-            ax.plot(x, 100 * np.asarray(curve.success), "o-", color=colour,
-                    label=label(curve.model, curve.variant, curve.role, curve.source))  # fmt: skip
-            low, high = 100 * np.asarray(curve.success_ci_low), 100 * np.asarray(curve.success_ci_high)
-            ax.fill_between(x, low, high, color=colour, alpha=0.15)
+
+    def decorate(ax: plt.Axes, task: str, mine: list) -> None:
         buckets = max(c.buckets for c in mine)
         ticks = [f"Q{b}" for b in range(1, buckets + 1)]
         ticks[0], ticks[-1] = f"{ticks[0]}\ncommon", f"{ticks[-1]}\nrarest"
         ax.set_xticks(np.arange(1, buckets + 1), ticks)
         ax.set(title=f"{task}: success by rarity", xlabel="rarity bucket (clean)", ylabel="success %", ylim=(-3, 103))
-        ax.grid(alpha=0.3)
-    legend = {text: handle for ax in axes.flat for handle, text in zip(*ax.get_legend_handles_labels(), strict=True)}
-    fig.tight_layout()
-    fig.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    return fig
+
+    return _task_panels(board, curves, lambda curve: np.arange(1, curve.buckets + 1), decorate)
 
 
 def draw(board: Leaderboard, figure: FigureRef) -> plt.Figure | None:
