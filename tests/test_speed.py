@@ -9,6 +9,7 @@ the thing it holds on a scratch copy and seeing it fail.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from pathlib import Path
@@ -23,6 +24,7 @@ from torch import nn
 
 import harness.eval.planners as planners
 import harness.eval.precision as precision
+import harness.trial.training as training
 from harness.bench import speed
 from harness.eval.cases import CaseView
 from harness.eval.controllers import ModelController, Observation, _generator
@@ -235,6 +237,36 @@ def test_a_bf16_plan_gets_as_near_the_goal_as_the_fp32_plan(monkeypatch):
     assert (rounded < random_plans.min(dim=1).values).all()
 
 
+def test_a_cpu_bf16_training_step_through_the_math_kernel_matches_the_fused_kernel(monkeypatch):
+    """TrainStep's CPU bf16 attention (the math kernel, precision.training_attention) is the fused kernel's
+    step: the same loss terms and gradients, to bf16's rounding, on the same batch."""
+    monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: True)  # autocast on CPU also runs without the units
+    generator = torch.Generator().manual_seed(4)
+    batch = {
+        "pixels": torch.rand(4, 4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),
+        "actions": torch.randn(4, 4, ACTION_DIM, generator=generator),
+        "states": torch.randn(4, 4, 2, generator=generator),
+    }
+    cfg = TrainConfig(steps=10, batch_size=4, num_frames=4, cpu_bf16=True, grad_clip=0)
+    runs = {}
+    for kernel in ("math", "fused"):
+        model = action_sensitive_lewm(1)
+        step = TrainStep(model, cfg, torch.device("cpu"))
+        assert step.precision == "bf16"
+        torch.manual_seed(5)  # SIGReg's projections
+        if kernel == "fused":  # what the step ran before: any kernel, the fused one first on a CPU
+            monkeypatch.setattr(training, "training_attention", lambda device, name: contextlib.nullcontext())
+        terms = step(batch, 0)
+        runs[kernel] = terms, torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    (math_terms, math_grads), (fused_terms, fused_grads) = runs["math"], runs["fused"]
+    assert math_terms.keys() == fused_terms.keys()
+    for name in math_terms:  # they differ by ~5e-4 relative; an attention scale off by 30% moves pred_loss by 5e-3
+        assert math_terms[name] == pytest.approx(fused_terms[name], rel=2e-3), name
+    # The step's gradients (left on the parameters after AdamW's step), as one vector: 0.4% apart here, as bf16 and
+    # fp32 are (0.6%); the same 30% scale error puts them 4% apart.
+    assert (math_grads - fused_grads).norm() <= 0.015 * fused_grads.norm()
+
+
 def test_bf16_runs_only_where_the_device_has_bf16_units_and_says_what_ran(monkeypatch):
     bf16 = dataclasses.replace(PLANNER, precision="bf16")
     monkeypatch.setattr(precision, "cpu_has_bf16_units", lambda: False)
@@ -247,11 +279,13 @@ def test_bf16_runs_only_where_the_device_has_bf16_units_and_says_what_ran(monkey
     assert step.precision == "bf16" and step.optimizer.defaults["fused"]
     # Without cpu_bf16 a CPU trains in fp32, as the README's CPU figures were measured.
     assert TrainStep(action_sensitive_lewm(1), TrainConfig(bf16=True), torch.device("cpu")).precision == "fp32"
-    with precision.autocast_for("cpu", "bf16"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        assert not torch.backends.cuda.flash_sdp_enabled()  # attention through the math kernel on a CPU in bf16
+    assert precision.autocast_for("cpu", "bf16").fast_dtype == torch.bfloat16
     with precision.autocast_for("cpu", "fp32"):
-        assert not torch.is_autocast_enabled("cpu") and torch.backends.cuda.flash_sdp_enabled()
+        assert not torch.is_autocast_enabled("cpu")
+    with precision.training_attention("cpu", "bf16"):
+        assert not torch.backends.cuda.flash_sdp_enabled()  # a CPU trains in bf16 through the math kernel
+    with precision.training_attention("cpu", "fp32"):
+        assert torch.backends.cuda.flash_sdp_enabled()
     with pytest.raises(ValueError, match="planner.precision"):
         PlannerConfig(precision="fp16")
 

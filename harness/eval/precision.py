@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -53,18 +52,19 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
     return requested
 
 
-@contextlib.contextmanager
-def autocast_for(device: torch.device | str, precision: str) -> Iterator[None]:
-    """bf16 autocast on ``device`` for ``precision="bf16"``, a disabled (fp32) one otherwise.
+def autocast_for(device: torch.device | str, precision: str) -> torch.autocast:
+    """bf16 autocast on ``device`` for ``precision="bf16"``, a disabled (fp32) one otherwise."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    On a CPU in bf16, attention also runs through PyTorch's math kernel (batched matmuls, which use
-    AMX): its fused CPU kernel in bf16 made LeWM-tiny's training step slower than fp32, its backward
-    ~5× slower than fp32's (torch profiler, batch 64 at 64 px, one thread).
+
+def training_attention(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """The attention kernels a training step may use: on a CPU in bf16 only PyTorch's math kernel, else any.
+
+    The fused CPU kernel's bf16 backward ran ~5× slower than its fp32 one and made LeWM-tiny's bf16 step
+    slower than fp32 (torch profiler, batch 64 at 64 px, one thread); the math kernel's batched matmuls
+    use AMX. Planning keeps the fused kernel: forward only, it is as fast at tiny size and twice as fast
+    at paper size (``harness.bench speed --sizes paper --precision bf16``, side by side).
     """
-    device = torch.device(device)
-    bf16 = precision == "bf16"
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
-        if bf16 and device.type == "cpu":
-            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-        yield
+    if precision == "bf16" and torch.device(device).type == "cpu":
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
