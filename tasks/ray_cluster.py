@@ -36,7 +36,17 @@ def is_task_failure(error: BaseException) -> bool:
     return isinstance(error, ray.exceptions.RayError)
 
 
-def one_line(error: BaseException) -> str:
-    """The error's kind and the first line of its message: an OOM kill's message carries a table of processes."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+def one_line(error: BaseException | str) -> str:
+    """A Ray failure in one line: the error's kind and the first line of its message.
+
+    A task's or trial's RayTaskError is read through to the exception it wraps; Ray's text trace (kept when
+    an exception could not be pickled) ends by naming it; an OOM kill's message carries a table of processes.
+    """
+    if isinstance(error, str):
+        lines = [line.strip() for line in error.splitlines() if line.strip()]
+        return lines[-1] if lines else "an error Ray recorded without text"
+    cause = getattr(error, "cause", None)  # a RayTaskError wraps what the task or trainable raised
+    if isinstance(cause, BaseException):
+        error = cause
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__

@@ -37,6 +37,7 @@ from harness.report import leaderboard, results
 from harness.sweep.config import expand_trials, load_sweep
 from harness.trial.spec import TrialSpec
 from harness.trial.trial import execute_trial
+from tasks import ray_cluster
 
 SWEEP_TIMEOUT = 420  # seconds; a 2-trial tiny sweep takes ~30 s on an idle 2-core machine, minutes on a busy one
 # What an undamaged run must reproduce: the figures of each condition row, and each episode's case and outcome.
@@ -421,3 +422,19 @@ def test_collection_under_memory_pressure_fails_in_one_line_instead_of_retrying_
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: a collection task failed on Ray: OutOfMemoryError: "), done.stderr[-3000:]
     assert not list(cache.rglob("manifest.json"))
+
+
+def test_a_ray_failure_is_told_in_one_line_naming_what_the_task_raised():
+    """tasks/ray_cluster.one_line, which the sweep's failed trials, a stopped sweep and the collector all report
+    through: real Ray exceptions, read through to what the task raised, first line only."""
+    import ray.exceptions
+
+    raised = FileExistsError(17, "File exists")
+    wrapped = ray.exceptions.RayTaskError("train", "Traceback (most recent call last):\n  ...\nFileExistsError", raised)
+    assert ray_cluster.one_line(wrapped) == "FileExistsError: [Errno 17] File exists"
+    killed = ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on memory.\nMemory: ...")
+    assert ray_cluster.one_line(killed) == "OutOfMemoryError: Task was killed due to the node running low on memory."
+    assert ray_cluster.one_line(RuntimeError()) == "RuntimeError"
+    trace = "Traceback (most recent call last):\n  File 'x.py', line 1\nValueError: the last line names it\n\n"
+    assert ray_cluster.one_line(trace) == "ValueError: the last line names it"
+    assert ray_cluster.one_line("") == "an error Ray recorded without text"

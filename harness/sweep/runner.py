@@ -270,27 +270,17 @@ def run_sweep(
         with tracking.only_these_loggers():
             grid = tuner.fit()
     except RuntimeError as error:  # Tune's own loop died, e.g. Ray's memory monitor killed a worker it did not expect
-        raise SweepStopped(_error_line(error)) from error
+        raise SweepStopped(ray_cluster.one_line(error)) from error
     finally:
         shown.close()  # an interrupted sweep leaves the terminal as it found it
     frame = grid.get_dataframe()
     trial_seconds = float(frame["trial_seconds"].sum()) if "trial_seconds" in frame else 0.0
-    errors = {spec_of(result.config, by_id).trial_id: _error_line(result.error) for result in grid if result.error}
+    errors = {
+        spec_of(result.config, by_id).trial_id: ray_cluster.one_line(result.error) for result in grid if result.error
+    }
     capacity = int(ray.cluster_resources().get("CPU", 1) // max(resources["cpu"], 1))
     slots = max(1, min(len(plan.pending) if not plan.searched else sweep.search.num_samples, capacity))
     return SweepOutcome(time.perf_counter() - started, trial_seconds, slots, len(errors), errors)
-
-
-def _error_line(error: BaseException | str) -> str:
-    """A trial's error as Ray ended it, in one line: the exception the trial raised where Ray carries it."""
-    if isinstance(error, str):  # Ray's text trace, kept when the exception could not be pickled: it ends naming it
-        lines = [line.strip() for line in error.splitlines() if line.strip()]
-        return lines[-1] if lines else "an error Ray recorded without text"
-    cause = getattr(error, "cause", None)  # a RayTaskError wraps what the trainable raised
-    if isinstance(cause, BaseException):
-        error = cause
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
 
 
 def _search_tuner(sweep: SweepConfig, plan: SweepPlan, trainable, run_config, naming: dict[str, Any]):
