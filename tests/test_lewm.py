@@ -103,6 +103,22 @@ def test_adaln_zero_block_starts_as_identity_then_learns_to_use_the_condition():
     assert not torch.allclose(block(x, cond, is_causal=True), block(x, -cond, is_causal=True))
 
 
+@pytest.mark.parametrize("qkv_bias", [False, True])
+def test_attention_over_one_token_is_its_value_projection_as_sdpa_computes_it(qkv_bias):
+    """The one-token shortcut (no query, no key, no SDPA: a history-1 rollout step) gives attention's output."""
+    from models.blocks.vit import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(32, heads=4, dim_head=8, dropout=0.1, qkv_bias=qkv_bias).eval()
+    if qkv_bias:
+        torch.nn.init.normal_(attention.qkv.bias)
+    x = torch.randn(7, 1, 32)
+    q, k, v = attention.qkv(x).reshape(7, 1, 3, 4, 8).permute(2, 0, 3, 1, 4)  # (3, B, heads, 1, 8)
+    expected = attention.out(torch.nn.functional.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).flatten(2))
+    torch.testing.assert_close(attention(x), expected)
+    torch.testing.assert_close(attention(x, is_causal=True), expected)
+
+
 def test_frame_causal_mask_matches_token_causal_attention_for_one_token_per_frame():
     torch.manual_seed(3)
     block = Block(dim=32, heads=4, mlp_dim=64).eval()

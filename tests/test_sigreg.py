@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from scipy.integrate import quad
 
-from models.blocks.sigreg import SIGReg, random_directions, sigreg
+from models.blocks.sigreg import SIGReg, _CharacteristicSums, knots_and_weights, random_directions, sigreg
 
 BATCH, DIM = 512, 64  # the batch shape of REFERENCE.md's measured values
 
@@ -87,6 +87,20 @@ def test_sigreg_gradient_flows_and_pulls_towards_gaussian():
     with torch.no_grad():
         stepped = z - 0.5 * z.grad / z.grad.norm(dim=1, keepdim=True).mean()
     assert regulariser(stepped).item() < before.item()
+
+
+def test_characteristic_sums_backward_equals_autograd_through_cos_and_sin():
+    """The hand-written backward (reusing the forward's cosines and sines) is the derivative autograd takes."""
+    generator = torch.Generator().manual_seed(0)
+    projections = torch.randn(2, 12, 5, dtype=torch.float64, generator=generator).requires_grad_()  # (T, B, M)
+    t, _ = knots_and_weights(device="cpu")
+    assert torch.autograd.gradcheck(_CharacteristicSums.apply, (projections, t.double()))
+    weights = torch.randn(2, 2, 5, len(t), dtype=torch.float64, generator=generator)  # any upstream gradient
+    tx = projections.unsqueeze(-1) * t.double()
+    (plain,) = torch.autograd.grad((tx.cos().sum(1) * weights[0] + tx.sin().sum(1) * weights[1]).sum(), projections)
+    cos_sum, sin_sum = _CharacteristicSums.apply(projections, t.double())
+    (fast,) = torch.autograd.grad((cos_sum * weights[0] + sin_sum * weights[1]).sum(), projections)
+    torch.testing.assert_close(fast, plain)
 
 
 def test_sigreg_is_computed_in_float32_under_bf16_autocast():
