@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.blocks.vit import Block, ConditionedBlock, frame_causal_mask
+from models.blocks.vit import Attention, Block, ConditionedBlock, frame_causal_mask
 from models.lewm.model import SIZES, LeWM, build
 from models.registry import build_model
 
@@ -106,8 +106,6 @@ def test_adaln_zero_block_starts_as_identity_then_learns_to_use_the_condition():
 @pytest.mark.parametrize("qkv_bias", [False, True])
 def test_attention_over_one_token_is_its_value_projection_as_sdpa_computes_it(qkv_bias):
     """The one-token shortcut (no query, no key, no SDPA: a history-1 rollout step) gives attention's output."""
-    from models.blocks.vit import Attention
-
     torch.manual_seed(0)
     attention = Attention(32, heads=4, dim_head=8, dropout=0.1, qkv_bias=qkv_bias).eval()
     if qkv_bias:
