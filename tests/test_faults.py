@@ -55,12 +55,19 @@ def planned(*overrides: str) -> dict[str, TrialSpec]:
 def sweep_driver(logs: Path, *overrides: str, cache: Path) -> Iterator[subprocess.Popen]:
     """The tiny sweep's driver as a user starts it, in a session of its own so that a signal reaches it the way a
     terminal's would; stdout and stderr go to ``logs``.out and ``logs``.err. Killed with its group if left running."""
+    # A suite started in the background (`pytest &` from a script) has SIGINT ignored, and a child inherits an
+    # ignored signal: the driver would sleep through the Ctrl-C. A handler is not inherited, so while this one
+    # is set the driver starts with SIGINT's default action, as from a terminal.
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
     with open(logs.with_suffix(".out"), "w") as stdout, open(logs.with_suffix(".err"), "w") as stderr:
-        driver = subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", str(TINY_SWEEP), *overrides, "--no-leaderboard"],
-            cwd=REPO, env={**os.environ, "WMBENCH_CACHE": str(cache)}, stdout=stdout, stderr=stderr,
-            start_new_session=True,
-        )  # fmt: skip
+        try:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "harness", "run", str(TINY_SWEEP), *overrides, "--no-leaderboard"],
+                cwd=REPO, env={**os.environ, "WMBENCH_CACHE": str(cache)}, stdout=stdout, stderr=stderr,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            signal.signal(signal.SIGINT, ignored)
     try:
         yield driver
     finally:
@@ -163,10 +170,11 @@ def test_ctrl_c_stops_the_driver_in_one_line_and_resume_runs_every_trial_once(tm
         written = random_rows.stat().st_mtime_ns
         os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C: a terminal signals the driver's whole process group
         pressed = time.monotonic()
+        late = time.time() - written / 1e9  # how long after random's rows the Ctrl-C went, should this fail
         driver.wait(timeout=60)
         stopped_after = time.monotonic() - pressed
     stdout, stderr = output(logs)
-    assert driver.returncode == 130, stdout[-2000:] + stderr[-3000:]
+    assert driver.returncode == 130, f"Ctrl-C {late:.1f} s after random's rows\n" + stdout[-2000:] + stderr[-3000:]
     assert stderr.strip().splitlines()[-1] == "interrupted: 1 of 2 trials finished; rerun with --resume"
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr + stdout
     logging.getLogger(__name__).info("the driver stopped %.1f s after Ctrl-C", stopped_after)
