@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from einops import rearrange
 
 from tasks.base import Task, TaskEnv
@@ -267,6 +266,8 @@ def rotate_zoom(pixels: np.ndarray, degrees: float, zoom: float) -> np.ndarray:
 
 def photometric(pixels: np.ndarray, brightness: float, hue: float) -> np.ndarray:
     """Frames (..., H, W, 3) uint8 with intensity × (1 + brightness) and hue turned by ``hue`` of a circle."""
+    import torchvision.transforms.v2.functional as TF  # here, not above: torchvision's import costs every process ~3 s
+
     images = rearrange(torch.from_numpy(np.ascontiguousarray(pixels)), "... h w c -> ... c h w")
     if brightness:
         images = TF.adjust_brightness(images, 1.0 + brightness)
