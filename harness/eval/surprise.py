@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange
-from scipy import stats
 
 from harness.eval.cases import Case
 from harness.eval.controllers import to_model_pixels
@@ -131,6 +130,8 @@ def case_surprise(
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
     """P(a positive scores above a negative), ties counted half: Mann–Whitney U / (n₊·n₋)."""
+    from scipy import stats  # here: scipy.stats costs a process ~1.6 s to import, and only diagnostics use it
+
     u = stats.mannwhitneyu(positives, negatives, alternative="greater").statistic
     return float(u / (len(positives) * len(negatives)))
 
@@ -153,6 +154,8 @@ def evaluate_surprise(
     task has no implementation of are skipped with a logged reason. ``scaler`` standardises the
     raw actions as in training (the training windows' scaler).
     """
+    from scipy import stats  # see auroc
+
     unknown = [event for event in events if event not in EVENTS]
     if unknown:
         raise ValueError(f"unknown event {unknown[0]!r}; events: {', '.join(EVENTS)}")

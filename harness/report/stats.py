@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
+from scipy import special
+
+# scipy.stats is imported by the functions that use it (the leaderboard's summaries): its import costs ~1.6 s,
+# and every trial process computes a Wilson interval but no other statistic.
 
 CONFIDENCE = 0.95  # every interval here is a 95% interval unless a caller asks otherwise
 BOOTSTRAP_SAMPLES = 2000  # resamples per interval: the percentile endpoints move < 1 pp between runs
@@ -37,7 +40,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE)
     """Wilson score interval of a binomial success rate (stays inside [0, 1] at 0% and 100%)."""
     if trials <= 0:
         return Interval(float("nan"), float("nan"), float("nan"))
-    z = sps.norm.ppf(0.5 + confidence / 2)
+    z = special.ndtri(0.5 + confidence / 2)  # the normal quantile (what scipy.stats.norm.ppf computes)
     rate = successes / trials
     denominator = 1 + z**2 / trials
     centre = (rate + z**2 / (2 * trials)) / denominator
@@ -127,6 +130,8 @@ def unpaired_difference_ci(
 
 def interquartile_mean(scores: Sequence[float]) -> float:
     """Mean of the middle 50% of scores (rliable's IQM: ``scipy.stats.trim_mean(scores, 0.25)``)."""
+    from scipy import stats as sps
+
     values = np.asarray(scores, dtype=float).ravel()
     if not values.size:
         return float("nan")
@@ -145,6 +150,8 @@ def iqm_bootstrap_ci(
     resampled on its own (seeds with replacement, episodes within seeds), as rliable stratifies
     runs by task; resampling episodes keeps the interval honest when a task has a single seed.
     """
+    from scipy import stats as sps
+
     rng = rng if rng is not None else np.random.default_rng(0)
     tasks = [_as_groups(seeds) for seeds in episodes_by_task]
     if not tasks:
@@ -176,6 +183,8 @@ class PairedComparison:
 
 def mcnemar_exact(reference_only: int, treatment_only: int) -> float:
     """Two-sided exact McNemar p-value: a binomial test of the discordant pairs against ½."""
+    from scipy import stats as sps
+
     discordant = reference_only + treatment_only
     if discordant == 0:
         return 1.0
@@ -223,6 +232,8 @@ def normalised_auc(magnitudes: Sequence[float], success: Sequence[float]) -> flo
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation of paired values (``scipy.stats.spearmanr``, ties ranked by their mean rank);
     NaN with fewer than three pairs or when either side is constant (no ranking to correlate)."""
+    from scipy import stats as sps
+
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
