@@ -1,23 +1,26 @@
 """Shared test setup: CPU-only, few threads, a private cache per test session."""
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from filelock import FileLock  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd
 
-torch.set_num_threads(2)
+# Two cores: one torch thread per pytest-xdist worker (two workers), both when the suite runs in one process.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SWEEP = REPO / "tests" / "data" / "tiny_sweep.yaml"
@@ -96,6 +99,38 @@ def tiny_sweep(harness_cli):
         return harness_cli("run", TINY_SWEEP, *args, "--no-leaderboard", timeout=timeout)
 
     return run
+
+
+class FinishedSweep(NamedTuple):
+    """A sweep run to the end: its results folder, its driver's finished process, and the cache it trained into."""
+
+    results: Path
+    driver: subprocess.CompletedProcess
+    cache: Path
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_sweep(tmp_path_factory: pytest.TempPathFactory) -> FinishedSweep:
+    """tests/data/tiny_sweep.yaml run once to the end with W&B tracking (offline, the default), read by the sweep,
+    progress and tracking tests; a test that changes the folder works on a copy. A run costs ~1 min on two busy
+    cores, so the xdist workers of one suite share it: the first makes it under a file lock, as pytest-xdist's
+    docs show, in the folder above their own temporary folders (that run's alone)."""
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.mktemp("finished")
+    with FileLock(root / "finished-tiny-sweep.lock"):
+        folder = root / "finished-tiny-sweep"
+        record = folder / "driver.json"
+        if not record.exists():
+            env = {**os.environ, "WMBENCH_CACHE": str(folder / "cache")}
+            env.pop("WANDB_MODE", None)  # a user's online mode stays out of the suite
+            command = [sys.executable, "-m", "harness.run", str(TINY_SWEEP), f"results_dir={folder / 'results'}",
+                       "tracking=wandb", "--no-leaderboard"]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+            record.write_text(json.dumps({"args": done.args, "stdout": done.stdout, "stderr": done.stderr}))
+        driver = json.loads(record.read_text())
+    process = subprocess.CompletedProcess(driver["args"], 0, driver["stdout"], driver["stderr"])
+    return FinishedSweep(folder / "results", process, folder / "cache")
 
 
 SWEEP_CONDITIONS = 2  # tiny_sweep.yaml: clean and action_noise=0.2

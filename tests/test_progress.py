@@ -101,9 +101,8 @@ def phases_of(output: str, label: str) -> list[str]:
     return [match[1] for match in map(line.fullmatch, output.splitlines()) if match]
 
 
-def test_a_sweep_prints_each_trials_phases_and_no_ray_table(tmp_path, cache_dir):
-    result = run_cli(f"results_dir={tmp_path / 'results'}", cache=cache_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_a_sweep_prints_each_trials_phases_and_no_ray_table(finished_tiny_sweep):
+    result = finished_tiny_sweep.driver
     phases = phases_of(result.stdout, "two_room/lewm/s0")
     assert phases[:2] == ["collecting data", "training 0/15"], phases
     assert any(re.fullmatch(r"training 15/15 loss \S+", phase) for phase in phases)  # a phase's last figures

@@ -9,8 +9,6 @@ longer ships a Python reader (its core is Go), so :func:`wandb_records` reads th
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,15 +122,8 @@ def test_a_trial_on_a_cached_checkpoint_reports_the_curves_of_the_training_that_
     assert again[-1]["progress/step"] == 15 and again[-1]["progress/loss"] == again[-1]["train/loss"]
 
 
-def test_wandb_tracking_leaves_an_offline_run_per_trial_with_its_curves(tmp_path, cache_dir):
-    out = tmp_path / "results"
-    env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
-    env.pop("WANDB_MODE", None)  # offline is the default
-    result = subprocess.run(
-        [sys.executable, "-m", "harness.run", str(TINY), f"results_dir={out}", "tracking=wandb", "--no-leaderboard"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_wandb_tracking_leaves_an_offline_run_per_trial_with_its_curves(finished_tiny_sweep):
+    out = finished_tiny_sweep.results  # the tiny sweep with tracking=wandb, offline by default
     rows = results.load(str(out))
     runs = {run["name"]: run for run in map(read_run, sorted((out / "wandb").glob("offline-run-*")))}
     assert sorted(runs) == sorted(rows["trial_id"].unique())  # one run per trial, named by its trial id
