@@ -1,6 +1,6 @@
 """LeWM-tiny trained for a few CPU minutes on Two-Room at 64 px learns where the agent is and plans with it.
 
-One model is trained per module (200 steps) and read by every test: a linear probe reads
+One model is trained per module (200 steps at batch 32) and read by every test: a linear probe reads
 the agent's position from its frozen latents, and CEM on its latents reaches goals that
 uniform random actions do not, on the same held-out cases.
 """
@@ -31,14 +31,15 @@ def trained(cache_dir):
     torch.manual_seed(0)
     model = build_model("lewm", "tiny", 64, task.action_dim * frameskip, history=1, sigreg_directions=256)
     untrained = linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
-    train(model, windows, TrainConfig(steps=200, batch_size=64, lr=1e-3, log_every=100), "cpu", seed=0)
+    train(model, windows, TrainConfig(steps=200, batch_size=32, lr=1e-3, log_every=100), "cpu", seed=0)
     learned = linear_probe(model, windows, heldout_windows, "cpu", max_frames=1000)
     return task, heldout, model, untrained, learned, windows.scaler
 
 
 def test_probe_reads_agent_position_far_better_than_the_untrained_encoder(trained):
     """The sincos grid lets even the untrained encoder's CLS token read position (R² ~0.8);
-    training must leave at most half its unexplained variance (measured: 0.96 vs 0.79)."""
+    training must leave at most half its unexplained variance (measured: 0.93 vs 0.79; 0.96 at batch 64, which
+    cost the suite a minute more)."""
     *_, untrained, learned, _ = trained
     assert learned["r2"] > 0.9
     assert 1 - learned["r2"] < 0.5 * (1 - untrained["r2"])
