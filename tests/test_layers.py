@@ -8,6 +8,8 @@ under ``if TYPE_CHECKING:`` are left out: they name a type for annotations and n
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,16 @@ def test_an_upward_import_is_seen(tmp_path):
     source.write_text("def f():\n    from harness.sweep import config\nif TYPE_CHECKING:\n    import harness.run\n")
     assert imports_of(source, project_modules()) == {"harness.sweep", "harness.sweep.config"}
     assert layer_of("harness.sweep.config") > layer_of("harness.report.results")
+
+
+def test_the_command_line_and_a_trial_start_without_torchvision_or_scipy_stats():
+    """Every command and every trial's Ray worker imports these modules first; torchvision (torch._dynamo with it)
+    and scipy.stats cost a process ~3 s and ~1.6 s, and only the photometric shift, the leaderboard's statistics and
+    the surprise diagnostics use them, so those functions import them."""
+    probe = (
+        "import sys, harness.sweep.cli, harness.sweep.runner; "
+        "print(sorted({'torchvision', 'scipy.stats'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
