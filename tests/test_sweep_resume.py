@@ -9,12 +9,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from conftest import REPO, TINY_SWEEP
 
 from harness.report import results
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "data" / "tiny_sweep.yaml"
 
 
 def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_dir, tiny_sweep):
@@ -22,7 +20,7 @@ def test_interrupted_sweep_resumes_without_loss_or_duplicates(tmp_path, cache_di
     overrides = [f"results_dir={out}", "seeds=[0,1]", "train.steps=60"]
     env = {**os.environ, "WMBENCH_CACHE": str(cache_dir)}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "harness.run", str(TINY), *overrides, "--no-leaderboard"],
+        [sys.executable, "-m", "harness.run", str(TINY_SWEEP), *overrides, "--no-leaderboard"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.time() + 240
