@@ -26,6 +26,8 @@ from conftest import assert_complete_and_unique, wait_for
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from tasks import ray_cluster
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,6 +109,8 @@ def test_sweep_spreads_trials_over_both_nodes_into_one_results_folder(two_nodes,
     log.info("two-node sweep: %s rows per node, wall-clock %.1f s", rows["node"].value_counts().to_dict(), wall)
     # Two one-slot nodes and two concurrent trials: one trial on each node.
     assert per_node == {two_nodes.head.node_id: 1, two_nodes.workers[0].node_id: 1}
+    # The driver's runtime environment reached both nodes' trial processes: they ran with its allocator setting.
+    assert set(rows["malloc_tunables"]) == {ray_cluster.worker_env()["GLIBC_TUNABLES"]}
     # Each node built the trial's data in its own cache, to the same bytes.
     (key,) = rows["dataset_key"].unique()
     head_cache, worker_cache = (

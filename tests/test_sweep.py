@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from harness.report import leaderboard, results
+from tasks import ray_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,8 @@ def test_two_trial_sweep_writes_complete_rows(tmp_path, tiny_sweep, finished_tin
     lewm = rows[rows["model"] == "lewm"].iloc[0]
     assert lewm["tokens_per_frame"] == 1 and lewm["num_params"] > 0 and lewm["train_steps"] == 15
     assert lewm["plan_ms_median"] > 0 and lewm["device"].startswith("cpu")
+    # Each trial process, started by Ray, ran with the allocator setting the driver gives every worker.
+    assert set(rows["malloc_tunables"]) == {ray_cluster.worker_env()["GLIBC_TUNABLES"]} != {""}
     for column in ("git_sha", "versions", "config", "protocol", "protocol_hash", "node", "dataset_key"):
         assert rows[column].str.len().gt(0).all(), column
     # The file schema is exactly the declared one, and episode rows aggregate to the condition rows.

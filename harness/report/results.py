@@ -106,6 +106,7 @@ class ConditionRow:
     plan_cuda_graphs: bool | None = None  # each CEM iteration replayed a captured CUDA graph (only ever on CUDA)
     train_precision: str | None = None  # "fp32" | "bf16": what training ran in (None: a checkpoint that did not say)
     train_compile: bool | None = None  # the loss was torch.compiled in training
+    malloc_tunables: str | None = None  # GLIBC_TUNABLES of the trial's process ("": glibc's defaults)
     # A hash of the evaluation cases (task, version, source dataset, each case's seed, start and goal):
     # rows of two sweeps are ranked together only when it and protocol_hash agree. "": not recorded (old rows).
     case_fingerprint: str = ""

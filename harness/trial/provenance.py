@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import resource
 import subprocess
@@ -69,6 +70,11 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.processor() or platform.machine()}"
+
+
+def allocator_tunables() -> str:
+    """The GLIBC_TUNABLES this process started with ("" for glibc's defaults): they change its speed."""
+    return os.environ.get("GLIBC_TUNABLES", "")
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -217,6 +217,7 @@ def _identity(
         "git_sha": provenance.git_sha(),
         "versions": json.dumps(provenance.versions(packages), sort_keys=True),
         "packages_hash": provenance.packages_hash(),
+        "malloc_tunables": provenance.allocator_tunables(),
         "command": " ".join(sys.argv),
     }
 
