@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.blocks.vit import Attention, Block, ConditionedBlock, frame_causal_mask
+from models.blocks.vit import Attention, Block, ConditionedBlock, attend, frame_causal_mask
 from models.lewm.model import SIZES, LeWM, build
 from models.registry import build_model
 
@@ -115,6 +115,33 @@ def test_attention_over_one_token_is_its_value_projection_as_sdpa_computes_it(qk
     expected = attention.out(torch.nn.functional.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).flatten(2))
     torch.testing.assert_close(attention(x), expected)
     torch.testing.assert_close(attention(x, is_causal=True), expected)
+
+
+@pytest.mark.parametrize("masking", ["none", "mask", "causal", "last_queries"])
+def test_attention_written_out_on_a_cpu_is_scaled_dot_product_attention(masking):
+    """vit.attend (a CPU's attention: the three operations written out) gives SDPA's outputs and gradients, with no
+    mask, a boolean mask, a causal one and a mask's last rows for fewer queries; and SDPA's to bf16's rounding."""
+    generator = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(3, 2, 7, 8, generator=generator, requires_grad=True) for _ in range(3))
+    mask = torch.rand(3, 1, 7, 7, generator=generator) < 0.6
+    mask |= torch.eye(7, dtype=torch.bool)  # every query sees itself, as every mask in the zoo lets it
+    arguments = {"none": {}, "mask": {"mask": mask}, "causal": {"is_causal": True}, "last_queries": {"mask": mask}}
+    queries = q[:, :, -3:] if masking == "last_queries" else q
+    if masking == "last_queries":
+        arguments["last_queries"]["mask"] = mask[..., -3:, :]
+    given = arguments[masking]
+    written = attend(queries, k, v, **given)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        queries, k, v, attn_mask=given.get("mask"), is_causal=given.get("is_causal", False)
+    )
+    assert written.shape == sdpa.shape and torch.allclose(written, sdpa, atol=1e-6)
+    upstream = torch.randn(written.shape, generator=generator)
+    grads = [torch.autograd.grad(out, (q, k, v), upstream) for out in (written, sdpa)]
+    for mine, theirs in zip(*grads, strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = attend(queries, k, v, **given)
+    assert rounded.dtype == torch.bfloat16 and (rounded.float() - sdpa).abs().max() < 0.05
 
 
 def test_frame_causal_mask_matches_token_causal_attention_for_one_token_per_frame():

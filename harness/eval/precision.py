@@ -10,13 +10,11 @@ vector width, "AVX512", not whether bf16 instructions exist, so the flags are re
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from pathlib import Path
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +53,3 @@ def resolve_precision(requested: str, device: torch.device | str) -> str:
 def autocast_for(device: torch.device | str, precision: str) -> torch.autocast:
     """bf16 autocast on ``device`` for ``precision="bf16"``, a disabled (fp32) one otherwise."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def training_attention(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """The attention kernels a training step may use: on a CPU in bf16 only PyTorch's math kernel, else any.
-
-    The fused CPU kernel's bf16 backward ran ~5× slower than its fp32 one and made LeWM-tiny's bf16 step
-    slower than fp32 (torch profiler, batch 64 at 64 px, one thread); the math kernel's batched matmuls
-    use AMX. Planning keeps the fused kernel: forward only, it is as fast at tiny size and twice as fast
-    at paper size (``harness.bench speed --sizes paper --precision bf16``, side by side).
-    """
-    if precision == "bf16" and torch.device(device).type == "cpu":
-        return sdpa_kernel(SDPBackend.MATH)
-    return contextlib.nullcontext()

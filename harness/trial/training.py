@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from harness.eval.precision import autocast_for, resolve_precision, training_attention
+from harness.eval.precision import autocast_for, resolve_precision
 from models.blocks.sigreg import SIGReg, sigreg
 from models.world_model import WorldModel
 
@@ -323,7 +323,7 @@ class TrainStep:
         """
         if self.cfg.shift_augment:
             batch = {**batch, "pixels": random_shift(batch["pixels"], self.cfg.shift_augment)}
-        with autocast_for(self.device, self.precision), training_attention(self.device, self.precision):
+        with autocast_for(self.device, self.precision):
             terms = self.loss_fn(batch)
         means = group_means(terms, self.context)
         if not math.isfinite(means["loss"]):
