@@ -38,18 +38,24 @@ class PatchEmbed(nn.Module):
         return rearrange(self.proj(images), "b d h w -> b (h w) d")
 
 
+# On a CPU, attention is written out in bf16 and, in fp32, over at most this many keys (measured side by side,
+# one thread, forward and backward): PyTorch's CPU kernels in bf16 took 145 ms against 27 written out for a LeWM-tiny
+# encoder layer (256 frames × 3 heads × 65 tokens) and 173 against 68 at ViT-Tiny's 197 tokens; in fp32 its fused
+# kernel is 7-25% faster from ~65 tokens, and written out is faster over a rollout's few (152 against 88 ms at 5).
+CPU_FP32_WRITTEN_OUT_KEYS = 16
+
+
 def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, is_causal: bool = False, dropout: float = 0.0
 ) -> Tensor:
     """softmax(q kᵀ / √d) v for (B, H, Lq, d) queries over (B, H, Lk, d) keys and values; ``mask`` True where allowed.
 
-    On a GPU this is ``scaled_dot_product_attention`` and its fused kernels. On a CPU, at the zoo's shapes (many
-    short sequences), PyTorch's kernels are slower than the three operations written out: a LeWM-tiny encoder
-    layer's attention forward and backward (256 frames × 3 heads × 65 tokens) took 132 ms in the fused kernel and
-    77 ms in the math one (which also guards fully masked rows) against 33 ms written out, in fp32 and bf16 alike.
-    Every mask here lets a query see itself, so no row is fully masked.
+    ``scaled_dot_product_attention`` (fused kernels) on a GPU, and on a CPU where it is the faster
+    (:data:`CPU_FP32_WRITTEN_OUT_KEYS`); elsewhere the three operations written out. Every mask in the zoo
+    lets a query see itself, so no row is fully masked (which only SDPA's math kernel guards against).
     """
-    if q.device.type != "cpu":
+    written_out = q.device.type == "cpu" and (q.dtype == torch.bfloat16 or k.shape[-2] <= CPU_FP32_WRITTEN_OUT_KEYS)
+    if not written_out:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # (B, H, Lq, Lk)
     if is_causal:  # query i sees keys 0..i (top-left aligned, as scaled_dot_product_attention's)
