@@ -32,7 +32,7 @@ import numpy as np
 
 SMALL_ARRAYS = ("actions", "states", "policy_success")
 ARRAYS = ("pixels", *SMALL_ARRAYS)
-MAX_OPEN_SHARDS = 8  # open shard files per process (Frames._pixels)
+MAX_OPEN_SHARDS = 64  # open shard files per process (Frames._pixels): ~0.6 MB each at 64 px
 STAMPS = "verified.json"  # shard file -> [size, mtime_ns, inode, sha256] when its sha256 last matched
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
 
@@ -183,8 +183,10 @@ class Frames:
 
     def _pixels(self, shard: int) -> h5py.Dataset:
         """The shard's pixels dataset, kept open in a small LRU per process: looking a dataset up costs
-        more than a frame read, and each open file holds a few MB of HDF5 metadata, so at most
-        ``MAX_OPEN_SHARDS`` stay open and memory stays bounded however many shards there are."""
+        more than a frame read, and each open file holds HDF5 metadata, so at most ``MAX_OPEN_SHARDS`` stay
+        open and memory stays bounded however many shards there are. Training reads windows in random order, so
+        a dataset of more shards than that reopens a file nearly every window: the quickstart's 20 shards with 8
+        open reopened one every ~1.7 windows, and its loader took 49 ms per batch of 64 against 26 with all open."""
         if self._pid != os.getpid():  # a forked worker: its parent's handles are not its own
             self._files, self._pid = OrderedDict(), os.getpid()
         if shard in self._files:

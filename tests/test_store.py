@@ -116,3 +116,18 @@ def test_at_most_a_few_shard_files_stay_open_however_many_are_read(small_two_roo
     assert len(frames._files) == 2
     assert all(np.array_equal(frames[e, 2], first[e]) for e in (0, 8, 4, 0))  # evicted shards reopen
     assert np.array_equal(first[7], small_two_room.render(episodes.states[7, 2][None])[0])
+
+
+def test_training_in_random_order_over_a_quickstart_sized_dataset_opens_each_shard_once(
+    small_two_room, tmp_path, small_shards
+):
+    """The quickstart's 200 episodes make 20 shards: all stay open, where an LRU of 8 reopened one every ~2 windows."""
+    episodes = collect(small_two_room, "random", episodes=60, cache_dir=tmp_path, workers=1, **SMALL)  # 20 shards
+    windows = WindowDataset(episodes, num_frames=2, frameskip=1)
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0)).tolist()
+    for index in order[:200]:
+        windows[index]
+    opened = {shard: id(pixels) for shard, pixels in episodes.pixels._files.items()}
+    for index in order[200:400]:
+        windows[index]
+    assert len(opened) == 20 and {shard: id(p) for shard, p in episodes.pixels._files.items()} == opened
