@@ -23,7 +23,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -396,12 +396,20 @@ class WindowDataset(torch.utils.data.Dataset):
         return divmod(index, self.windows_per_episode)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        episode, start = self.locate(index)
-        stop = start + self.num_frames * self.frameskip
-        frames = torch.from_numpy(self.episodes.pixels[episode, start : stop : self.frameskip])  # (T, H, W, 3) view
-        actions = self.episodes.actions[episode, start:stop]  # (T·frameskip, A)
+        """One window: pixels (T, 3, H, W) in [0, 1], action blocks (T, k·A) standardised, states (T, S)."""
+        return {name: tensor[0] for name, tensor in self.batch([index]).items()}
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Windows ``indices`` stacked, (B, T, 3, H, W), (B, T, k·A) and (B, T, S): what the training loader reads,
+        converting and standardising once per batch (per window, that was ~2/3 of the quickstart loader's time)."""
+        located = np.array([self.locate(index) for index in indices]).reshape(-1, 2)
+        episode, start = located[:, :1], located[:, 1:]  # (B, 1) each
+        span = self.num_frames * self.frameskip
+        frames = np.stack([self.episodes.pixels[e, s : s + span : self.frameskip] for e, s in located])  # (B,T,H,W,3)
+        steps = start + np.arange(span)  # (B, T·k): every raw step of each window
+        actions = rearrange(self.episodes.actions[episode, steps], "b (t k) a -> b t (k a)", k=self.frameskip)
         return {
-            "pixels": rearrange(frames, "t h w c -> t c h w").float().div_(255.0),
-            "actions": torch.tensor(self.scaler.transform(rearrange(actions, "(t k) a -> t (k a)", k=self.frameskip))),
-            "states": torch.tensor(self.episodes.states[episode, start : stop : self.frameskip]),
+            "pixels": rearrange(torch.from_numpy(frames), "b t h w c -> b t c h w").contiguous().float().div_(255.0),
+            "actions": torch.from_numpy(self.scaler.transform(actions)),
+            "states": torch.from_numpy(self.episodes.states[episode, steps[:, :: self.frameskip]]),
         }

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tasks.data as data
+from harness.trial.training import TrainConfig, infinite_batches
 from tasks.base import make_task
 from tasks.data import Episodes, WindowDataset, cache_root, collect, dataset_key, split_episodes
 from tasks.store import Frames
@@ -179,6 +180,26 @@ def test_windows_have_the_documented_shapes_and_count(episodes):
     assert item["states"].shape == (4, 2) and item["states"].dtype == torch.float32
     batch = next(iter(torch.utils.data.DataLoader(windows, batch_size=8)))
     assert batch["pixels"].shape == (8, 4, 3, 16, 16)
+
+
+@pytest.mark.parametrize("batch_size", [8, 500])  # 500 > the windows: one short batch per epoch, not dropped
+def test_training_batches_read_whole_are_the_plain_loaders_batches_in_the_same_order(episodes, batch_size):
+    """infinite_batches reads each batch with WindowDataset.batch; a DataLoader over single windows, shuffled by the
+    same seed and collated, gives the same tensors in the same order, epoch after epoch."""
+    windows = WindowDataset(episodes, num_frames=3, frameskip=5)
+    cfg = TrainConfig(batch_size=batch_size)
+    fast = infinite_batches(windows, cfg, torch.device("cpu"), seed=3)
+    plain = torch.utils.data.DataLoader(
+        windows, batch_size=batch_size, shuffle=True, drop_last=len(windows) >= batch_size,
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    expected = [batch for _ in range(2) for batch in plain]  # two epochs
+    for want in expected:
+        got = next(fast)
+        assert got.keys() == want.keys()
+        for name in want:
+            assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+            assert got[name].is_contiguous()
 
 
 def test_window_action_block_takes_each_frame_to_the_next(small_two_room, episodes):

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, default_collate
 
 from harness.eval.precision import autocast_for, resolve_precision
 from models.blocks.sigreg import SIGReg, sigreg
@@ -172,35 +172,49 @@ def local_batch_size(cfg: TrainConfig, num_windows: int, world_size: int) -> int
     return cfg.batch_size // world_size
 
 
+class WindowBatches(Dataset):
+    """A dataset read a batch at a time: item ``indices`` is those windows, stacked by the dataset's own ``batch``
+    where it has one (:meth:`tasks.data.WindowDataset.batch`: one conversion per batch), else window by window."""
+
+    def __init__(self, windows: Dataset) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, Tensor]:
+        read = getattr(self.windows, "batch", None)
+        return read(indices) if read is not None else default_collate([self.windows[index] for index in indices])
+
+
 def infinite_batches(
     dataset: Dataset, cfg: TrainConfig, device: torch.device, seed: int, context: DistributedContext | None = None
 ) -> Iterator[dict[str, Tensor]]:
     """Shuffled batches forever, reshuffled every epoch from the run's seed; with a context, this rank's share."""
     if len(dataset) == 0:
         raise ValueError("the training dataset is empty; collect more episodes or use shorter windows")
-    if context is None:
-        sampler, batch_size = None, cfg.batch_size
+    if context is None:  # the sampler DataLoader(shuffle=True, generator=...) makes: the same order
+        batch_size, generator = cfg.batch_size, torch.Generator().manual_seed(seed)
+        sampler = RandomSampler(dataset, generator=generator)
         drop_last = len(dataset) >= batch_size
     else:  # disjoint shares of one global permutation, the same on every rank
-        batch_size = local_batch_size(cfg, len(dataset), context.world_size)
+        batch_size, generator = local_batch_size(cfg, len(dataset), context.world_size), None
         sampler = DistributedSampler(
             dataset, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=seed, drop_last=True
         )
         drop_last = len(sampler) >= batch_size
     loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=drop_last,
+        WindowBatches(dataset),
+        sampler=BatchSampler(sampler, batch_size, drop_last),
+        batch_size=None,  # each item is a whole batch
         num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
+        generator=generator,
         pin_memory=device.type == "cuda",
         persistent_workers=cfg.num_workers > 0,
     )
     epoch = 0
     while True:
-        if sampler is not None:
+        if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         for batch in loader:
             yield {name: tensor.to(device, non_blocking=True) for name, tensor in batch.items()}
