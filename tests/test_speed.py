@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -358,6 +359,7 @@ def test_the_speed_benchmark_writes_one_typed_row_per_measurement(tmp_path, caps
         assert row["torch_version"] == torch.__version__ and row["git_sha"] and row["device"].startswith("cpu")
         assert row["call_ms_median"] > 0 and row["peak_rss_mb"] > 0 and row["flops"] > 0
         assert row["flops_per_s"] == pytest.approx(row["flops"] / (row["call_ms_median"] / 1e3))
+        assert row["malloc_tunables"] == os.environ.get("GLIBC_TUNABLES", "")  # what this process started with
     plan_one, plan_three, step = rows
     assert plan_three["flops"] == 3 * plan_one["flops"]  # every episode is planned alone
     assert plan_three["plan_ms_per_episode"] == pytest.approx(plan_three["call_ms_median"] / 3)
@@ -365,6 +367,8 @@ def test_the_speed_benchmark_writes_one_typed_row_per_measurement(tmp_path, caps
     assert step["windows_per_s"] == pytest.approx(2 / (step["call_ms_median"] / 1e3)) and step["frames"] == 2
     printed = capsys.readouterr().out
     assert "ms/episode" in printed and "windows/s" in printed and str(out) in printed
+    # Run without the allocator setting trials get, it says so and how to time what they run.
+    assert ("GLIBC_TUNABLES=" in printed) == ("GLIBC_TUNABLES" not in os.environ)
 
 
 # --- rows ---

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import os
 import platform
 import resource
 import statistics
@@ -54,6 +55,7 @@ from harness.trial import provenance
 from harness.trial.training import TrainConfig, TrainStep
 from models.registry import MODELS, build_model, model_sizes, size_preset
 from models.world_model import WorldModel
+from tasks import ray_cluster
 from tasks.base import TASKS, task_class
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class SpeedRow:
     torch_version: str
     git_sha: str
     measured_at: datetime
+    malloc_tunables: str = ""  # GLIBC_TUNABLES of this process ("": glibc's defaults); trials get worker_env()'s
     samples: int | None = None  # CEM budget (plan rows)
     elites: int | None = None
     iterations: int | None = None
@@ -302,6 +305,7 @@ def measure_model(name: str, size: str, args, device: torch.device) -> list[Spee
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "git_sha": provenance.git_sha(),
+        "malloc_tunables": provenance.allocator_tunables(),
     }
     plan_fields = {"samples": planner.samples, "elites": planner.elites, "iterations": planner.iterations,
                    "horizon": planner.horizon}  # fmt: skip
@@ -382,7 +386,7 @@ def peer_rows(wmbench_rows: list[SpeedRow], args, device: torch.device) -> list[
         ours = build_model("lewm", row.size, shapes.image_size, shapes.action_dim, history=shapes.history).config
         peer, sigreg = _peer_lewm(ours, device)
         common = {name: getattr(row, name) for name in ("model", "size", "task", "image_size", "action_dim",
-                  "history", "device", "threads", "torch_version", "git_sha")}  # fmt: skip
+                  "history", "device", "threads", "torch_version", "git_sha", "malloc_tunables")}  # fmt: skip
         common |= {"implementation": PEER, "num_params": sum(p.numel() for p in peer.parameters())}
         common |= {"measurement": row.measurement, "precision": "fp32", "compile": False, "batch": row.batch}
         if row.measurement == "plan":
@@ -550,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         resolve_precision(precision, device)  # warns once when bf16 will run as fp32
     print(f"{provenance.device_name(device)}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"{platform.python_version()}, git {provenance.git_sha()}")  # fmt: skip
+    if "GLIBC_TUNABLES" not in os.environ:  # the driver would give trials this, and glibc reads it at start
+        print(f"note: trials run with GLIBC_TUNABLES={ray_cluster.worker_env()['GLIBC_TUNABLES']} (glibc keeping "
+              "freed memory); set it in this command's environment to time what they run")  # fmt: skip
     rows = [row for name in args.models for size in args.sizes for row in measure_model(name, size, args, device)]
     if args.peer:
         rows += peer_rows(rows, args, device)
