@@ -125,11 +125,13 @@ def test_attention_written_out_on_a_cpu_is_scaled_dot_product_attention(masking)
     q, k, v = (torch.randn(3, 2, 7, 8, generator=generator, requires_grad=True) for _ in range(3))
     mask = torch.rand(3, 1, 7, 7, generator=generator) < 0.6
     mask |= torch.eye(7, dtype=torch.bool)  # every query sees itself, as every mask in the zoo lets it
-    arguments = {"none": {}, "mask": {"mask": mask}, "causal": {"is_causal": True}, "last_queries": {"mask": mask}}
-    queries = q[:, :, -3:] if masking == "last_queries" else q
-    if masking == "last_queries":
-        arguments["last_queries"]["mask"] = mask[..., -3:, :]
-    given = arguments[masking]
+    queries = q[:, :, -3:] if masking == "last_queries" else q  # the last 3 of 7 positions attend to all 7
+    given = {
+        "none": {},
+        "mask": {"mask": mask},
+        "causal": {"is_causal": True},
+        "last_queries": {"mask": mask[..., -3:, :]},
+    }[masking]
     written = attend(queries, k, v, **given)
     sdpa = torch.nn.functional.scaled_dot_product_attention(
         queries, k, v, attn_mask=given.get("mask"), is_causal=given.get("is_causal", False)
