@@ -30,6 +30,7 @@ from harness.eval.controllers import ModelController, Observation, _generator
 from harness.eval.planners import LatentCost, PlannerConfig, make_planner
 from harness.report import results
 from harness.sweep.config import expand_trials, load_sweep
+from harness.trial import provenance
 from harness.trial.training import TrainConfig, TrainStep
 from harness.trial.trial import run_trial
 from models.blocks.vit import ConditionedBlock
@@ -372,6 +373,16 @@ def test_the_speed_benchmark_writes_one_typed_row_per_measurement(tmp_path, caps
 
 
 # --- rows ---
+
+
+def test_a_trials_peak_memory_starts_at_its_own_start_not_the_processs():
+    """Tune reuses a trial's process for the next: the peak a row records restarts at reset_peak_memory."""
+    cpu = torch.device("cpu")
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, touched: the process's peak so far
+    with_big = provenance.peak_memory_mb(cpu)
+    del big  # an mmapped block: handed back to the kernel
+    provenance.reset_peak_memory(cpu)
+    assert provenance.peak_memory_mb(cpu) < with_big - 300
 
 
 def test_result_files_from_before_the_precision_columns_still_read(tmp_path):

@@ -26,13 +26,11 @@ machine are not figures: quote them from a quiet one, with this command line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import logging
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -134,28 +132,9 @@ class Timing:
 # --- measuring ---
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a measurement's peak memory from now: Linux's peak RSS (clear_refs 5) and CUDA's peak allocation."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with contextlib.suppress(OSError):  # elsewhere the peak is the process's since its start
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    """The peak resident set since :func:`reset_peak_memory` (VmHWM), or since the process started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def timed(call: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> Timing:
     """Time ``call`` ``repeats`` times after ``warmup`` calls (at least one, which compiles what is compiled)."""
-    reset_peak_memory(device)
+    provenance.reset_peak_memory(device)
 
     def once() -> float:
         began = time.perf_counter()
@@ -169,7 +148,7 @@ def timed(call: Callable[[], object], device: torch.device, warmup: int, repeats
         once()
     call_ms = [once() * 1e3 for _ in range(repeats)]
     gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return Timing(call_ms, first, peak_rss_mb(), gpu)
+    return Timing(call_ms, first, provenance.peak_rss_mb(), gpu)
 
 
 def counted_flops(call: Callable[[], object]) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -77,8 +78,28 @@ def allocator_tunables() -> str:
     return os.environ.get("GLIBC_TUNABLES", "")
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the peak memory from now: CUDA's peak allocation, and Linux's peak RSS (clear_refs 5), so a trial
+    in a process that ran another before it (Tune reusing its actor) reports its own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with contextlib.suppress(OSError):  # elsewhere the peak is the process's since its start
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """CUDA peak allocation on GPU, the process's peak RSS on CPU."""
+    """CUDA peak allocation on GPU, else the peak RSS (VmHWM) since :func:`reset_peak_memory` or the process's start."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set since :func:`reset_peak_memory` (VmHWM), or since it started."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -46,6 +46,7 @@ def run_trial(
     report = report or (lambda metrics: None)
     started = datetime.now(UTC)
     device = torch.device(device)
+    provenance.reset_peak_memory(device)  # this trial's peak, whatever the process ran before
     for condition in spec.conditions:  # a factor the task lacks stops the trial before any data or training
         condition.check_task(task_class(spec.task.name))
     parts = build_trial(spec, device, world_size, report)
