@@ -147,7 +147,7 @@ def timed(call: Callable[[], object], device: torch.device, warmup: int, repeats
     for _ in range(warmup - 1):
         once()
     call_ms = [once() * 1e3 for _ in range(repeats)]
-    gpu = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    gpu = provenance.peak_memory_mb(device) if device.type == "cuda" else None
     return Timing(call_ms, first, provenance.peak_rss_mb(), gpu)
 
 
