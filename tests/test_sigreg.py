@@ -89,18 +89,26 @@ def test_sigreg_gradient_flows_and_pulls_towards_gaussian():
     assert regulariser(stepped).item() < before.item()
 
 
-def test_characteristic_sums_backward_equals_autograd_through_cos_and_sin():
-    """The hand-written backward (reusing the forward's cosines and sines) is the derivative autograd takes."""
+def test_characteristic_sums_by_powers_equal_cosines_and_sines_and_their_autograd():
+    """The sums by powers of e^{i·dt·x} are those of cos(t·x) and sin(t·x), and their Horner backward is the
+    derivative autograd takes through the cosines and sines (fp64 here; fp32 agrees to its rounding)."""
     generator = torch.Generator().manual_seed(0)
-    projections = torch.randn(2, 12, 5, dtype=torch.float64, generator=generator).requires_grad_()  # (T, B, M)
+    projections = (3 * torch.randn(2, 12, 5, dtype=torch.float64, generator=generator)).requires_grad_()  # (T, B, M)
     t, _ = knots_and_weights(device="cpu")
-    assert torch.autograd.gradcheck(_CharacteristicSums.apply, (projections, t.double()))
-    weights = torch.randn(2, 2, 5, len(t), dtype=torch.float64, generator=generator)  # any upstream gradient
-    tx = projections.unsqueeze(-1) * t.double()
-    (plain,) = torch.autograd.grad((tx.cos().sum(1) * weights[0] + tx.sin().sum(1) * weights[1]).sum(), projections)
-    cos_sum, sin_sum = _CharacteristicSums.apply(projections, t.double())
+    dt, knots = float(t[1]), len(t)
+    assert torch.autograd.gradcheck(_CharacteristicSums.apply, (projections, dt, knots))
+    weights = torch.randn(2, 2, 5, knots, dtype=torch.float64, generator=generator)  # any upstream gradient
+    tx = projections.unsqueeze(-1) * t.double()  # (T, B, M, K)
+    plain_cos, plain_sin = tx.cos().sum(1), tx.sin().sum(1)
+    (plain,) = torch.autograd.grad((plain_cos * weights[0] + plain_sin * weights[1]).sum(), projections)
+    cos_sum, sin_sum = _CharacteristicSums.apply(projections, dt, knots)
+    torch.testing.assert_close(cos_sum, plain_cos)
+    torch.testing.assert_close(sin_sum, plain_sin)
     (fast,) = torch.autograd.grad((cos_sum * weights[0] + sin_sum * weights[1]).sum(), projections)
     torch.testing.assert_close(fast, plain)
+    single = projections.float().detach()  # fp32: powers carry one rounding per knot
+    for by_powers, direct in zip(_CharacteristicSums.apply(single, dt, knots), (plain_cos, plain_sin), strict=True):
+        torch.testing.assert_close(by_powers.double(), direct.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_sigreg_is_computed_in_float32_under_bf16_autocast():

@@ -70,34 +70,54 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 class _CharacteristicSums(torch.autograd.Function):
-    """Σ over the batch of cos(t·x) and sin(t·x): projections (T, B, M), knots (K,) -> two (T, M, K).
+    """Σ over the batch of cos(t_k·x) and sin(t_k·x) at the knots t_k = k·dt: projections (T, B, M) -> two (T, M, K).
 
-    The backward reuses the forward's cosines and sines (d cos(tx)/dx = −t·sin(tx), d sin(tx)/dx =
-    t·cos(tx)) where autograd would evaluate both again: ~25% of a tiny LeWM's SIGReg time.
+    The sums are those of e^{i·t_k·x}, and at equally spaced knots e^{i·k·dt·x} = (e^{i·dt·x})^k: each knot's
+    term is the last one's times e^{i·dt·x}, one complex multiply where a cosine and a sine were (forward and
+    backward at LeWM-tiny's training shapes: 10 ms against 30-40 on one CPU thread, the same to ~1e-6 relative
+    in fp32). The backward,
+    Σ_k t_k·(g_sin,k·cos(t_k·x) − g_cos,k·sin(t_k·x)) = Re Σ_k t_k·(g_sin,k + i·g_cos,k)·z^k with z = e^{i·dt·x},
+    is a polynomial in z taken by Horner's rule, so only z is kept for it.
     """
 
     @staticmethod
-    def forward(ctx, projections: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        tx = projections.unsqueeze(-1) * t  # (T, B, M, K)
-        cos, sin = tx.cos(), tx.sin()
-        ctx.save_for_backward(cos, sin, t)
-        return cos.sum(dim=1), sin.sum(dim=1)
+    def forward(ctx, projections: Tensor, dt: float, num_knots: int) -> tuple[Tensor, Tensor]:
+        steps, batch, directions = projections.shape
+        step = torch.polar(torch.ones_like(projections), projections * dt)  # e^{i·dt·x}, (T, B, M) complex
+        sums = step.new_empty(steps, directions, num_knots)  # (T, M, K)
+        sums[..., 0] = batch  # t_0 = 0
+        power = step
+        for k in range(1, num_knots):
+            sums[..., k] = power.sum(dim=1)
+            if k + 1 < num_knots:
+                power = power * step
+        ctx.save_for_backward(step)
+        ctx.dt = dt
+        return sums.real.contiguous(), sums.imag.contiguous()
 
     @staticmethod
-    def backward(ctx, grad_cos: Tensor, grad_sin: Tensor) -> tuple[Tensor, None]:
-        cos, sin, t = ctx.saved_tensors
-        weighted_cos, weighted_sin = (grad_cos * t).unsqueeze(1), (grad_sin * t).unsqueeze(1)  # (T, 1, M, K)
-        return (cos * weighted_sin - sin * weighted_cos).sum(dim=-1), None  # (T, B, M)
+    def backward(ctx, grad_cos: Tensor, grad_sin: Tensor) -> tuple[Tensor, None, None]:
+        (step,) = ctx.saved_tensors
+        num_knots = grad_cos.shape[-1]
+        t = torch.arange(num_knots, dtype=grad_cos.dtype, device=grad_cos.device) * ctx.dt
+        coefficients = torch.complex(grad_sin * t, grad_cos * t).unsqueeze(1)  # (T, 1, M, K)
+        polynomial = coefficients[..., -1]
+        for k in range(num_knots - 2, 0, -1):
+            polynomial = polynomial * step + coefficients[..., k]
+        return (polynomial * step).real, None, None  # (T, B, M); the k = 0 term is 0
 
 
-def empirical_cf(projections: Tensor, t: Tensor, all_reduce: bool = False) -> tuple[Tensor, Tensor, int]:
-    """Empirical characteristic function of each projection at the knots.
+def empirical_cf(
+    projections: Tensor, num_knots: int = NUM_KNOTS, t_max: float = T_MAX, all_reduce: bool = False
+) -> tuple[Tensor, Tensor, int]:
+    """Empirical characteristic function of each projection at the knots of :func:`knots_and_weights`.
 
-    projections (T, B, M), t (K,) -> mean cos(t·x) and mean sin(t·x) over the batch, each
+    projections (T, B, M) -> mean cos(t·x) and mean sin(t·x) over the batch, each
     (T, M, K), and the batch size they average over. With ``all_reduce`` and an initialised
     process group, the means are over the global batch of all processes (differentiably).
     """
-    cos_sum, sin_sum = _CharacteristicSums.apply(projections, t)  # (T, M, K) each
+    dt = t_max / (num_knots - 1) if num_knots > 1 else 0.0  # the knots' spacing
+    cos_sum, sin_sum = _CharacteristicSums.apply(projections, dt, num_knots)  # (T, M, K) each
     batch_size = projections.shape[1]
     if all_reduce and dist.is_available() and dist.is_initialized():
         cos_sum, sin_sum = _AllReduceSum.apply(cos_sum), _AllReduceSum.apply(sin_sum)
@@ -141,7 +161,7 @@ def sigreg(
     t, weights = knots_and_weights(num_knots, t_max, z.device)
     with torch.autocast(z.device.type, enabled=False):  # the CF of bf16 projections is too coarse
         projections = z.float() @ directions  # (T, B, M)
-        cos_mean, sin_mean, batch_size = empirical_cf(projections, t, all_reduce)
+        cos_mean, sin_mean, batch_size = empirical_cf(projections, num_knots, t_max, all_reduce)
         return epps_pulley(cos_mean, sin_mean, t, weights, batch_size).mean()
 
 
