@@ -9,7 +9,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from scipy.integrate import quad
 
-from models.blocks.sigreg import SIGReg, _CharacteristicSums, knots_and_weights, random_directions, sigreg
+from models.blocks.sigreg import (
+    SIGReg,
+    _CharacteristicSums,
+    empirical_cf,
+    knots_and_weights,
+    random_directions,
+    sigreg,
+)
 
 BATCH, DIM = 512, 64  # the batch shape of REFERENCE.md's measured values
 
@@ -109,6 +116,21 @@ def test_characteristic_sums_by_powers_equal_cosines_and_sines_and_their_autogra
     single = projections.float().detach()  # fp32: powers carry one rounding per knot
     for by_powers, direct in zip(_CharacteristicSums.apply(single, dt, knots), (plain_cos, plain_sin), strict=True):
         torch.testing.assert_close(by_powers.double(), direct.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_characteristic_function_under_torch_compile_is_eager_s_without_complex_code(recwarn):
+    """``train.compile``: under torch.compile the CF comes from cosines and sines, which inductor fuses (it
+    generates no code for complex ops and warns), with eager's values and gradients."""
+    generator = torch.Generator().manual_seed(0)
+    projections = (1.5 * torch.randn(2, 32, 8, generator=generator)).requires_grad_()  # (T, B, M)
+    eager = empirical_cf(projections)[:2]
+    compiled = torch.compile(empirical_cf, fullgraph=True)(projections)[:2]
+    upstream = torch.randn(2, *eager[0].shape, generator=generator)
+    gradients = [torch.autograd.grad(sum((cf * w).sum() for cf, w in zip(pair, upstream, strict=True)), projections)[0]
+                 for pair in (eager, compiled)]  # fmt: skip
+    for fast, plain in zip((*compiled, gradients[1]), (*eager, gradients[0]), strict=True):
+        torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert not [w for w in recwarn if "complex" in str(w.message)]
 
 
 def test_sigreg_is_computed_in_float32_under_bf16_autocast():

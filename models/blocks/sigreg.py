@@ -116,8 +116,13 @@ def empirical_cf(
     (T, M, K), and the batch size they average over. With ``all_reduce`` and an initialised
     process group, the means are over the global batch of all processes (differentiably).
     """
-    dt = t_max / (num_knots - 1) if num_knots > 1 else 0.0  # the knots' spacing
-    cos_sum, sin_sum = _CharacteristicSums.apply(projections, dt, num_knots)  # (T, M, K) each
+    if torch.compiler.is_compiling():  # inductor fuses these into one kernel, and generates no code for complex ops
+        t, _ = knots_and_weights(num_knots, t_max, projections.device)
+        tx = projections.unsqueeze(-1) * t  # (T, B, M, K)
+        cos_sum, sin_sum = tx.cos().sum(dim=1), tx.sin().sum(dim=1)
+    else:
+        dt = t_max / (num_knots - 1) if num_knots > 1 else 0.0  # the knots' spacing
+        cos_sum, sin_sum = _CharacteristicSums.apply(projections, dt, num_knots)  # (T, M, K) each
     batch_size = projections.shape[1]
     if all_reduce and dist.is_available() and dist.is_initialized():
         cos_sum, sin_sum = _AllReduceSum.apply(cos_sum), _AllReduceSum.apply(sin_sum)
